@@ -1,0 +1,46 @@
+"""flowjax_lab: normalizing flows as pure JAX functions.
+
+``apply`` is f (data -> noise), ``inverse`` is g = f^-1 (noise -> data); both take one event
+and return (output, log|det J|). Compose with ``chain``/``stack``, add a base with ``make_flow``.
+"""
+
+from flowjax_lab import testing, transforms
+from flowjax_lab.core import (
+    Flow,
+    Transform,
+    as_key,
+    chain,
+    combine,
+    data_init,
+    invert,
+    is_trainable,
+    make_flow,
+    partition,
+    stack,
+    standard_normal,
+)
+from flowjax_lab.interop import from_distrax, to_distrax
+from flowjax_lab.objectives import forward_kl, reverse_kl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Flow",
+    "Transform",
+    "as_key",
+    "chain",
+    "combine",
+    "data_init",
+    "forward_kl",
+    "from_distrax",
+    "invert",
+    "is_trainable",
+    "make_flow",
+    "partition",
+    "reverse_kl",
+    "stack",
+    "standard_normal",
+    "testing",
+    "to_distrax",
+    "transforms",
+]

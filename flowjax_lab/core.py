@@ -1,0 +1,337 @@
+"""The core: a transform is a NamedTuple of three pure functions; flows add a base distribution.
+
+Direction (the lecture's): ``apply`` is f, data -> noise, returning log|det df/dx|; ``inverse`` is
+g = f^-1, noise -> data, returning log|det dg/dz|. Events are unbatched; batches come from vmap.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, NamedTuple, Protocol
+
+import distrax
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Params = Any  # a pytree of arrays
+
+
+class InitFn(Protocol):
+    def __call__(self, key: Array, x_example: Array, *, data: Array | None = None) -> Params:
+        """Params for events shaped like ``x_example`` (one event, used for shape and dtype).
+
+        ``data`` (a batch of events, optional) is for data-dependent initialisation (actnorm);
+        layers that do not use it may leave it out of their signature.
+        """
+
+
+class ApplyFn(Protocol):
+    def __call__(
+        self, params: Params, x: Array, *, context: Array | None = None
+    ) -> tuple[Array, Array]:
+        """f: one data event -> (noise event, log|det df/dx| as a scalar)."""
+
+
+class InverseFn(Protocol):
+    def __call__(
+        self, params: Params, z: Array, *, context: Array | None = None
+    ) -> tuple[Array, Array]:
+        """g = f^-1: one noise event -> (data event, log|det dg/dz| as a scalar)."""
+
+
+class Transform(NamedTuple):
+    """An invertible map as three pure functions, like optax's ``GradientTransformation``."""
+
+    init: InitFn
+    apply: ApplyFn
+    inverse: InverseFn
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def as_key(key: Array) -> Array:
+    """Accept new-style ``jax.random.key`` keys and legacy ``PRNGKey`` uint32 arrays alike."""
+    if not isinstance(key, jax.Array) or not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jnp.asarray(key)
+        if key.dtype != jnp.uint32 or key.shape[-1:] != (2,):
+            raise ValueError(
+                f"expected a jax.random key or a legacy PRNGKey (uint32[2]), got "
+                f"{key.dtype}{list(key.shape)}"
+            )
+        key = jax.random.wrap_key_data(key)
+    return key
+
+
+def check_event(x: Array, shape: tuple[int, ...], where: str) -> None:
+    """Raise a ValueError at trace time unless ``x`` is one float event of ``shape``."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise ValueError(f"{where}: expected an array event of shape {shape}, got {type(x)}")
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(
+            f"{where}: expected one event of shape {tuple(shape)}, got shape {tuple(x.shape)}"
+            " (transforms take unbatched events: use jax.vmap for batches)"
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{where}: expected a floating-point event, got dtype {x.dtype}")
+
+
+def is_trainable(leaf: Any) -> bool:
+    """Float leaves are trained; integer leaves (e.g. permutation indices) are fixed structure."""
+    return jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact)
+
+
+def partition(params: Params) -> tuple[Params, Params]:
+    """Split params into (trainable, fixed) trees with ``None`` holes, like ``eqx.partition``.
+
+    Take gradients and run optimizers on ``trainable`` only; ``combine`` puts them back.
+    """
+    trainable = jax.tree.map(lambda p: p if is_trainable(p) else None, params)
+    fixed = jax.tree.map(lambda p: None if is_trainable(p) else p, params)
+    return trainable, fixed
+
+
+def combine(trainable: Params, fixed: Params) -> Params:
+    """Inverse of ``partition``."""
+    return jax.tree.map(
+        lambda a, b: b if a is None else a, trainable, fixed, is_leaf=lambda v: v is None
+    )
+
+
+def _takes_data(init) -> bool:
+    try:
+        params = inspect.signature(init).parameters
+    except (TypeError, ValueError):
+        return False
+    return "data" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _init(t: Transform, key: Array, x: Array, data: Array | None) -> Params:
+    """``t.init``, passing ``data`` to the layers whose init takes it (data-dependent init)."""
+    return t.init(key, x, data=data) if data is not None and _takes_data(t.init) else t.init(key, x)
+
+
+def _batched(fn, params, x, context):
+    """vmap ``fn(params, event, context=...)`` over a batch; context is per event or None."""
+    if context is None:
+        return jax.vmap(lambda xi: fn(params, xi))(x)
+    return jax.vmap(lambda xi, ci: fn(params, xi, context=ci))(x, context)
+
+
+# --------------------------------------------------------------------------- combinators
+
+
+def chain(*transforms: Transform) -> Transform:
+    """Composition f = f_K o ... o f_1 in the order written; log-dets add.
+
+    ``apply`` runs t1 then t2 ...; ``inverse`` runs them in reverse. Params are a tuple, one
+    entry per transform. Shape-changing transforms work: each init sees its input's shape,
+    inferred with ``jax.eval_shape``. Cost: the sum of the parts.
+    """
+    if not transforms:
+        raise ValueError("chain needs at least one transform")
+    n = len(transforms)
+
+    def init(key, x_example, *, data=None):
+        keys = jax.random.split(as_key(key), n)
+        x, params = x_example, []
+        for t, k in zip(transforms, keys):
+            p = _init(t, k, x, data)
+            params.append(p)
+            if data is not None:
+                data = _batched(t.apply, p, data, None)[0]
+            out = jax.eval_shape(lambda p_, x_, t=t: t.apply(p_, x_)[0], p, x)
+            x = jnp.zeros(out.shape, out.dtype)
+        return tuple(params)
+
+    def _check(params):
+        if not isinstance(params, (tuple, list)) or len(params) != n:
+            got = len(params) if isinstance(params, (tuple, list)) else type(params).__name__
+            raise ValueError(f"chain of {n} transforms: expected a tuple of {n} params, got {got}")
+
+    def apply(params, x, *, context=None):
+        _check(params)
+        total = jnp.zeros((), x.dtype)
+        for t, p in zip(transforms, params):
+            x, ld = t.apply(p, x, context=context)
+            total = total + ld
+        return x, total
+
+    def inverse(params, z, *, context=None):
+        _check(params)
+        total = jnp.zeros((), z.dtype)
+        for t, p in zip(reversed(transforms), reversed(tuple(params))):
+            z, ld = t.inverse(p, z, context=context)
+            total = total + ld
+        return z, total
+
+    return Transform(init, apply, inverse)
+
+
+def invert(t: Transform) -> Transform:
+    """Swap the directions: apply becomes g and inverse becomes f (e.g. IAF from MAF)."""
+    return Transform(t.init, t.inverse, t.apply)
+
+
+def stack(t: Transform, n: int) -> Transform:
+    """n independent copies of a shape-preserving ``t``, run one after another by ``lax.scan``.
+
+    Params are ``t``'s params with a leading axis of size n (vmapped init, so per-copy random
+    structure such as random permutations differs). The body is traced once: compile time does
+    not grow with n. Cost: n times that of ``t``.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"stack needs a positive integer number of copies, got {n!r}")
+
+    def init(key, x_example, *, data=None):
+        keys = jax.random.split(as_key(key), n)
+        out = jax.eval_shape(lambda k: t.apply(_init(t, k, x_example, None), x_example)[0], keys[0])
+        if out.shape != x_example.shape:
+            raise ValueError(
+                f"stack needs a shape-preserving transform: {x_example.shape} -> {out.shape}"
+            )
+        if data is None:
+            return jax.vmap(lambda k: t.init(k, x_example))(keys)
+
+        def body(batch, k):  # data-dependent init runs the copies in order
+            p = _init(t, k, x_example, batch)
+            return _batched(t.apply, p, batch, None)[0], p
+
+        return jax.lax.scan(body, data, keys)[1]
+
+    def _check(params):
+        sizes = {leaf.shape[0] if leaf.ndim else None for leaf in jax.tree.leaves(params)}
+        if sizes - {n}:
+            raise ValueError(f"stack of {n}: every param needs a leading axis of {n}, got {sizes}")
+
+    def apply(params, x, *, context=None):
+        _check(params)
+
+        def body(carry, p):
+            y, ld = t.apply(p, carry[0], context=context)
+            return (y, carry[1] + ld), None
+
+        return jax.lax.scan(body, (x, jnp.zeros((), x.dtype)), params)[0]
+
+    def inverse(params, z, *, context=None):
+        _check(params)
+
+        def body(carry, p):
+            y, ld = t.inverse(p, carry[0], context=context)
+            return (y, carry[1] + ld), None
+
+        return jax.lax.scan(body, (z, jnp.zeros((), z.dtype)), params, reverse=True)[0]
+
+    return Transform(init, apply, inverse)
+
+
+# --------------------------------------------------------------------------- flows
+
+
+class Flow(NamedTuple):
+    """A transform with a base distribution. Flow-level functions take batches of events.
+
+    log p(x) = log p_base(f(x)) + log|det J_f(x)|; sampling runs g on base samples.
+    """
+
+    transform: Transform
+    base: Any  # a distrax distribution over one event
+    event_shape: tuple[int, ...]
+    init: Any
+    log_prob: Any
+    sample: Any
+    sample_and_log_prob: Any
+
+
+def standard_normal(event_shape: tuple[int, ...], dtype=None) -> distrax.Distribution:
+    """A standard normal distrax distribution over events of ``event_shape``."""
+    dtype = dtype or jnp.zeros(()).dtype  # float64 when x64 is on, else float32
+    zeros = jnp.zeros(event_shape, dtype)
+    return distrax.Independent(distrax.Normal(zeros, jnp.ones_like(zeros)), len(event_shape))
+
+
+def _split_batch(x, event_shape, where):
+    """(*batch, *event) -> ((-1, *event), batch_shape) with a clear error on a shape mismatch."""
+    k = len(event_shape)
+    if x.ndim < k or tuple(x.shape[x.ndim - k :]) != tuple(event_shape):
+        raise ValueError(
+            f"{where}: expected events of shape {tuple(event_shape)} (as (*batch, "
+            f"*{tuple(event_shape)})), got an array of shape {tuple(x.shape)}"
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{where}: expected floating-point data, got dtype {x.dtype}")
+    batch = tuple(x.shape[: x.ndim - k])
+    return x.reshape((math.prod(batch), *event_shape)), batch
+
+
+def _context_for(context, batch, n, where):
+    if context is None:
+        return None
+    context = jnp.asarray(context)
+    if context.ndim == 1:  # one context for the whole batch
+        return jnp.broadcast_to(context, (n, context.shape[0]))
+    if tuple(context.shape[:-1]) != tuple(batch):
+        raise ValueError(
+            f"{where}: context needs one vector per event: expected shape "
+            f"{(*batch, context.shape[-1])} or ({context.shape[-1]},), got {tuple(context.shape)}"
+        )
+    return context.reshape(n, context.shape[-1])
+
+
+def make_flow(
+    transform: Transform,
+    base: distrax.Distribution | None = None,
+    *,
+    event_shape: tuple[int, ...] | None = None,
+) -> Flow:
+    """A flow from a transform and a base distribution over one event.
+
+    ``base`` defaults to a standard normal over ``event_shape``; give one of the two. The base's
+    event shape is the noise shape; the data event shape is the same (shape-preserving flows).
+    """
+    if base is None:
+        if event_shape is None:
+            raise ValueError("make_flow needs a base distribution or an event_shape")
+        base = standard_normal(tuple(event_shape))
+    shape = tuple(base.event_shape)
+    if event_shape is not None and tuple(event_shape) != shape:
+        raise ValueError(f"event_shape {tuple(event_shape)} != base event shape {shape}")
+
+    def init(key, x_example=None, *, data=None):
+        if x_example is None:
+            x_example = jnp.zeros(shape, base.dtype)
+        if tuple(x_example.shape) != shape:
+            raise ValueError(f"init: expected one event of shape {shape}, got {x_example.shape}")
+        return _init(transform, key, x_example, data)
+
+    def log_prob(params, x, context=None):
+        xf, batch = _split_batch(jnp.asarray(x), shape, "log_prob")
+        ctx = _context_for(context, batch, xf.shape[0], "log_prob")
+        z, logdet = _batched(transform.apply, params, xf, ctx)
+        return (base.log_prob(z) + logdet).reshape(batch)
+
+    def sample_and_log_prob(params, key, n, context=None):
+        z, log_pz = base.sample_and_log_prob(seed=as_key(key), sample_shape=(n,))
+        ctx = _context_for(context, (n,), n, "sample")
+        x, logdet = _batched(transform.inverse, params, z, ctx)
+        return x, log_pz - logdet
+
+    def sample(params, key, n, context=None):
+        z = base.sample(seed=as_key(key), sample_shape=(n,))
+        ctx = _context_for(context, (n,), n, "sample")
+        return _batched(transform.inverse, params, z, ctx)[0]
+
+    return Flow(transform, base, shape, init, log_prob, sample, sample_and_log_prob)
+
+
+def data_init(flow: Flow, key: Array, batch: Array, context: Array | None = None) -> Params:
+    """``flow.init`` with data-dependent initialisation (actnorm) from a first batch of data.
+
+    Each data-dependent layer is set from the statistics of the batch as it arrives at that layer,
+    so the flow's output on ``batch`` starts standardised, layer by layer.
+    """
+    del context  # data-dependent layers here are unconditional
+    xf, _ = _split_batch(jnp.asarray(batch), flow.event_shape, "data_init")
+    return flow.init(key, xf[0], data=xf)

@@ -1,0 +1,77 @@
+"""One generic check over every registered transform, in float32 here and float64 in a subprocess."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import flowjax_lab as fl
+from registry import CASES
+
+HERE = os.path.dirname(__file__)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_conformance_float32(name):
+    case = CASES[name]
+    x = jnp.zeros(case.event_shape, jnp.float32)
+    fl.testing.check_transform(
+        case.make(),
+        x,
+        key=jax.random.key(3),
+        atol=case.tol32,
+        rtol=case.tol32,
+        context_dim=case.context_dim,
+        sample_x=case.sample_x,
+        sample_z=case.sample_z,
+    )
+
+
+def test_conformance_float64_in_own_process():
+    path = os.pathsep.join([HERE, os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "JAX_ENABLE_X64": "1", "PYTHONPATH": path}
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-x",
+        os.path.join(HERE, "x64_conformance.py"),
+    ]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert f"{len(CASES)} passed" in out.stdout, out.stdout[-2000:]
+
+
+def test_registry_covers_all_factories():
+    covered = {case.factory for case in CASES.values()}
+    missing = set(fl.transforms.__all__) - covered
+    assert not missing, f"public factories without a conformance case: {sorted(missing)}"
+    for combinator in ("chain", "stack", "invert"):
+        assert combinator in covered
+
+
+def _broken_logdet():
+    t = fl.transforms.affine()
+    return fl.Transform(
+        t.init, lambda p, x, context=None: (t.apply(p, x)[0], 0.0 * x.sum()), t.inverse
+    )
+
+
+def _broken_inverse():
+    t = fl.transforms.lu_linear()
+    return fl.Transform(t.init, t.apply, lambda p, z, context=None: (z, jnp.zeros((), z.dtype)))
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [(_broken_logdet, "log-det"), (_broken_inverse, "inverse\\(apply\\(x\\)\\) == x")],
+)
+def test_checker_catches_broken_transforms(make, message):
+    with pytest.raises(AssertionError, match=message):
+        fl.testing.check_transform(make(), jnp.zeros(3), key=jax.random.key(0))
