@@ -4,7 +4,8 @@
 and return (output, log|det J|). Compose with ``chain``/``stack``, add a base with ``make_flow``.
 """
 
-from flowjax_lab import testing, transforms
+from flowjax_lab import models, testing, transforms
+from flowjax_lab.checkpoint import Checkpointer, CheckpointError
 from flowjax_lab.core import (
     Flow,
     Transform,
@@ -20,7 +21,18 @@ from flowjax_lab.core import (
     standard_normal,
 )
 from flowjax_lab.interop import from_distrax, to_distrax
-from flowjax_lab.objectives import forward_kl, reverse_kl
+from flowjax_lab.objectives import (
+    bits_per_dim,
+    elbo,
+    ess,
+    forward_kl,
+    importance_diagnostics,
+    log_importance_weights,
+    log_z_estimate,
+    mixed_kl,
+    reverse_kl,
+)
+from flowjax_lab.train import FitResult, TrainingDivergedError, default_optimizer, fit
 
 __version__ = "0.1.0"
 
@@ -32,10 +44,24 @@ __all__ = [
     "combine",
     "data_init",
     "forward_kl",
+    "fit",
+    "FitResult",
+    "TrainingDivergedError",
+    "default_optimizer",
+    "Checkpointer",
+    "CheckpointError",
+    "bits_per_dim",
+    "elbo",
+    "ess",
+    "importance_diagnostics",
+    "log_importance_weights",
+    "log_z_estimate",
+    "mixed_kl",
     "from_distrax",
     "invert",
     "is_trainable",
     "make_flow",
+    "models",
     "partition",
     "reverse_kl",
     "stack",

@@ -113,6 +113,19 @@ def _init(t: Transform, key: Array, x: Array, data: Array | None) -> Params:
     return t.init(key, x, data=data) if data is not None and _takes_data(t.init) else t.init(key, x)
 
 
+def _output_example(t: Transform, params: Params, x: Array) -> Array:
+    """Zeros shaped like ``t.apply``'s output on ``x`` (by ``jax.eval_shape``, no compute).
+
+    A conditional layer cannot be traced without its context; such layers are taken to preserve
+    the event shape (all conditional layers here do).
+    """
+    try:
+        out = jax.eval_shape(lambda p_, x_: t.apply(p_, x_)[0], params, x)
+    except ValueError:
+        return jnp.zeros(x.shape, x.dtype)
+    return jnp.zeros(out.shape, out.dtype)
+
+
 def _batched(fn, params, x, context):
     """vmap ``fn(params, event, context=...)`` over a batch; context is per event or None."""
     if context is None:
@@ -142,8 +155,7 @@ def chain(*transforms: Transform) -> Transform:
             params.append(p)
             if data is not None:
                 data = _batched(t.apply, p, data, None)[0]
-            out = jax.eval_shape(lambda p_, x_, t=t: t.apply(p_, x_)[0], p, x)
-            x = jnp.zeros(out.shape, out.dtype)
+            x = _output_example(t, p, x)
         return tuple(params)
 
     def _check(params):
@@ -187,7 +199,8 @@ def stack(t: Transform, n: int) -> Transform:
 
     def init(key, x_example, *, data=None):
         keys = jax.random.split(as_key(key), n)
-        out = jax.eval_shape(lambda k: t.apply(_init(t, k, x_example, None), x_example)[0], keys[0])
+        p0 = jax.eval_shape(lambda k: t.init(k, x_example), keys[0])
+        out = _output_example(t, p0, x_example)
         if out.shape != x_example.shape:
             raise ValueError(
                 f"stack needs a shape-preserving transform: {x_example.shape} -> {out.shape}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import jax
+
 import flowjax_lab as fl
 
 T = fl.transforms
@@ -23,6 +25,16 @@ class Case(NamedTuple):
     sample_z: Callable | None = None
     tol32: float | None = None  # atol = rtol overrides in float32
     tol64: float | None = None
+
+
+def _wide(scale: float) -> Callable:
+    """N(0, scale^2) events: with scale > bound, many land in a spline's identity tails."""
+    return lambda key, shape, dtype: scale * jax.random.normal(key, shape, dtype)
+
+
+def _unit_interval(key, shape, dtype):
+    """Events inside (0, 1), away from the ends (the logit side of sigmoid / logit)."""
+    return jax.random.uniform(key, shape, dtype, 0.05, 0.95)
 
 
 CASES: dict[str, Case] = {
@@ -46,6 +58,78 @@ CASES: dict[str, Case] = {
     # image
     "conv1x1_lu": Case("conv1x1", T.conv1x1, (3, 2, 4)),
     "conv1x1_full": Case("conv1x1", lambda: T.conv1x1(lu=False), (2, 3, 3)),
+    # splines, autoregressive and coupling layers (bound 2, inputs N(0, 2.5^2): tails too).
+    # tanh conditioners for spline couplings: random ReLU nets on wide inputs give bins with
+    # slope ~1e-6, where float32 round trips lose ~eps/slope (correct but ill-conditioned).
+    # Spline cases compile slowly (~5 s each): one case per feature, combined where possible.
+    "spline": Case(
+        "spline",
+        lambda: T.spline(bins=5, bound=2.0),
+        (2, 3),
+        0,
+        _wide(2.5),
+        _wide(2.5),
+        tol32=5e-6,
+        tol64=1e-13,
+    ),
+    "maf_affine": Case("maf", lambda: T.maf(hidden=(16, 16)), tol32=5e-6, tol64=1e-13),
+    "maf_spline_ordered": Case(
+        "maf",
+        lambda: T.maf((16, 16), "spline", bins=5, bound=2.0, order=[2, 0, 3, 1]),
+        (4,),
+        0,
+        _wide(2.5),
+        _wide(2.5),
+        tol32=2e-5,
+        tol64=1e-12,
+    ),
+    "maf_conditional": Case(
+        "maf", lambda: T.maf((16, 16), context_dim=3), (4,), 3, tol32=5e-6, tol64=1e-13
+    ),
+    "maf_d1": Case("maf", lambda: T.maf((8,)), (1,), tol32=5e-6, tol64=1e-13),
+    "iaf_conditional": Case(
+        "iaf", lambda: T.iaf((16, 16), context_dim=2), (5,), 2, tol32=5e-5, tol64=1e-13
+    ),
+    "affine_coupling_even": Case(
+        "affine_coupling", lambda: T.affine_coupling((16, 16)), tol32=1e-5, tol64=1e-13
+    ),
+    "affine_coupling_odd": Case(
+        "affine_coupling", lambda: T.affine_coupling((16,)), (5,), tol32=5e-6, tol64=1e-13
+    ),
+    "affine_coupling_mask_conditional": Case(
+        "affine_coupling",
+        lambda: T.affine_coupling((16,), mask=[False, True, False, True, True], context_dim=3),
+        (5,),
+        3,
+        tol32=5e-6,
+        tol64=1e-13,
+    ),
+    "spline_coupling_mask_conditional": Case(
+        "spline_coupling",
+        lambda: T.spline_coupling(
+            (16,),
+            5,
+            2.0,
+            [True, False, False, True, False],
+            context_dim=2,
+            activation=jax.nn.tanh,
+        ),
+        (5,),
+        2,
+        _wide(2.5),
+        _wide(2.5),
+        tol32=3e-5,
+        tol64=1e-12,
+    ),
+    # planar and radial flows; sigmoid / logit
+    "planar": Case("planar", T.planar, (2,)),
+    "planar_d1": Case("planar", T.planar, (1,)),
+    "planar_d5_wide": Case("planar", T.planar, (5,), 0, _wide(3.0), _wide(3.0)),
+    "radial": Case("radial", T.radial, (3,)),
+    "radial_d1": Case("radial", T.radial, (1,)),
+    "radial_d5_wide": Case("radial", T.radial, (5,), 0, _wide(3.0), _wide(3.0)),
+    "sigmoid": Case("sigmoid", T.sigmoid, (4,), 0, _wide(3.0), _unit_interval),
+    "logit": Case("logit", T.logit, (2, 3), 0, _unit_interval, None),
     # combinators over layers
     "chain_linear": Case(
         "chain", lambda: fl.chain(T.lu_linear(), T.affine(), T.random_permutation())

@@ -1,10 +1,11 @@
-"""Elementwise affine layers: a diagonal Jacobian, O(d) both ways."""
+"""Elementwise layers (affine, actnorm, sigmoid, logit): a diagonal Jacobian, O(d) both ways."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
-from flowjax_lab.core import Transform, check_event
+from flowjax_lab.core import Transform, check_event, invert
 
 
 def _check_params(params, shape, where):
@@ -86,3 +87,53 @@ def actnorm(eps: float = 1e-6) -> Transform:
     count = lambda x: x.size // x.shape[-1]  # noqa: E731  positions sharing one scale
     apply, inverse = _scale_shift(lambda x: x.shape[-1:], count)
     return Transform(init, apply, inverse)
+
+
+# --------------------------------------------------------------------------- sigmoid / logit
+
+
+def sigmoid() -> Transform:
+    """Elementwise logistic sigmoid from the real line to (0, 1); no params (``{}``).
+
+    f(x) = 1 / (1 + exp(-x)); g(z) = logit(z) = log z - log(1 - z) for z in (0, 1);
+    log|det J_f| = sum(log s(1 - s)) = -sum(softplus(-x) + softplus(x)) (finite for any
+    finite x, even where s rounds to 0 or 1); log|det J_g| = -sum(log z + log(1 - z)).
+    Any event shape. O(d) both ways.
+
+    Example:
+        >>> t = sigmoid(); z, logdet = t.apply({}, jnp.array([0.0, 30.0]))
+    """
+
+    def init(key, x_example):
+        del key, x_example
+        return {}
+
+    def check(params, x, where):
+        check_event(x, x.shape, where)
+        if params is not None and (not isinstance(params, dict) or params):
+            raise ValueError(f"{where}: sigmoid has no params, expected {{}}, got {params}")
+
+    def apply(params, x, *, context=None):
+        del context
+        check(params, x, "sigmoid.apply")
+        logdet = -jnp.sum(jax.nn.softplus(-x) + jax.nn.softplus(x))
+        return jax.nn.sigmoid(x), logdet
+
+    def inverse(params, z, *, context=None):
+        del context
+        check(params, z, "sigmoid.inverse")
+        log_z, log_1mz = jnp.log(z), jnp.log1p(-z)
+        return log_z - log_1mz, -jnp.sum(log_z + log_1mz)
+
+    return Transform(init, apply, inverse)
+
+
+def logit() -> Transform:
+    """Elementwise logit from the domain (0, 1) to the real line: ``invert(sigmoid())``.
+
+    f(x) = log x - log(1 - x) for x in (0, 1); g(z) = 1 / (1 + exp(-z));
+    log|det J_f| = -sum(log x + log(1 - x)); log|det J_g| = -sum(softplus(-z) + softplus(z)).
+    Inputs outside (0, 1) give NaN or inf. No params; O(d) both ways. Use it first in a flow
+    for data bounded in (0, 1) (e.g. dequantised pixels rescaled away from 0 and 1).
+    """
+    return invert(sigmoid())

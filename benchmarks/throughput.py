@@ -1,0 +1,151 @@
+"""Throughput of log_prob, sample and one optax step for MAF, RealNVP and NSF; compile times.
+
+Runs on CPU, GPU or TPU (prints the device). When flowjax is installed (``pip install -e
+".[bench]"``) the same architectures are built there and our/their speed ratios are printed in
+the same run (ratio > 1: we are faster). Results: a table on stdout and benchmarks/results/
+throughput.json. Usage: ``python benchmarks/throughput.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import flowjax_lab as fl
+from _common import compile_seconds, device_info, print_table, time_call, write_results
+
+DIM, WIDTH = 8, 128
+MODELS = {  # name: (our builder, flowjax builder args, layers)
+    "maf": lambda n: fl.models.maf(DIM, n, (WIDTH, WIDTH)),
+    "realnvp": lambda n: fl.models.realnvp(DIM, n, (WIDTH, WIDTH)),
+    "nsf": lambda n: fl.models.nsf(DIM, n, (WIDTH, WIDTH), 8, elementwise_affine=False),
+}
+LAYERS = {"maf": 5, "realnvp": 8, "nsf": 8}
+
+
+def matmul_flops_per_s(n: int = 2048) -> float:
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    t = time_call(jax.jit(jnp.dot), a, a, repeats=5)
+    return 2 * n**3 / t
+
+
+def _adam_step(loss_fn):
+    opt = optax.adam(1e-3)
+
+    @jax.jit
+    def step(params, state, batch):
+        value, grads = jax.value_and_grad(loss_fn)(params, batch)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, value
+
+    return opt, step
+
+
+def ours(name: str, x: jax.Array, step_batch: jax.Array, n_sample: int) -> dict:
+    flow = MODELS[name](LAYERS[name])
+    params = flow.init(jax.random.key(1))
+    params = fl.testing.randomize_params(jax.random.key(2), params, 0.01)  # not the identity
+    log_prob = jax.jit(flow.log_prob)
+    sample = jax.jit(flow.sample, static_argnums=2)
+    opt, step = _adam_step(fl.forward_kl(flow))
+    state = opt.init(params)
+    return {
+        "log_prob_s": time_call(log_prob, params, x),
+        "sample_s": time_call(sample, params, jax.random.key(3), n_sample),
+        "step_s": time_call(step, params, state, step_batch),
+    }
+
+
+def theirs(name: str, x: jax.Array, step_batch: jax.Array, n_sample: int) -> dict | None:
+    try:
+        import equinox as eqx
+        from flowjax.bijections import RationalQuadraticSpline
+        from flowjax.distributions import Normal
+        from flowjax.flows import coupling_flow, masked_autoregressive_flow
+        from flowjax.train.losses import MaximumLikelihoodLoss
+    except ImportError:
+        return None
+    key, base = jax.random.key(1), Normal(jnp.zeros(DIM))
+    common = dict(base_dist=base, nn_width=WIDTH, nn_depth=2, flow_layers=LAYERS[name])
+    if name == "maf":
+        dist = masked_autoregressive_flow(key, **common)
+    elif name == "realnvp":
+        dist = coupling_flow(key, **common)
+    else:
+        dist = coupling_flow(
+            key, transformer=RationalQuadraticSpline(knots=8, interval=4), **common
+        )
+    log_prob = eqx.filter_jit(lambda d, v: d.log_prob(v))
+    sample = eqx.filter_jit(lambda d, k: d.sample(k, (n_sample,)))
+    params, static = eqx.partition(dist, eqx.is_inexact_array)
+    loss = MaximumLikelihoodLoss()
+    opt, step = _adam_step(lambda p, b: loss(p, static, b))
+    state = opt.init(params)
+    return {
+        "log_prob_s": time_call(log_prob, dist, x),
+        "sample_s": time_call(sample, dist, jax.random.key(3)),
+        "step_s": time_call(step, params, state, step_batch),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="smaller batch, for a smoke run")
+    args = parser.parse_args()
+    batch = 1000 if args.quick else 10_000
+    info = device_info()
+    print("device:", info)
+    x = jax.random.normal(jax.random.key(0), (batch, DIM))
+    step_batch = x[:512]
+    peak = matmul_flops_per_s()
+    print(f"float32 matmul rate: {peak / 1e9:.1f} GFLOP/s")
+    rows = []
+    for name in MODELS:
+        ours_t = ours(name, x, step_batch, batch)
+        theirs_t = theirs(name, x, step_batch, batch)
+        row = {"model": name, "layers": LAYERS[name], "batch": batch}
+        for what in ("log_prob", "sample", "step"):
+            n = 512 if what == "step" else batch
+            row[f"{what}_per_s"] = n / ours_t[f"{what}_s"]
+            if theirs_t is not None:
+                row[f"{what}_vs_flowjax"] = theirs_t[f"{what}_s"] / ours_t[f"{what}_s"]
+        if name == "maf":
+            flops = batch * LAYERS[name] * 2 * (DIM * WIDTH + WIDTH * WIDTH + WIDTH * 2 * DIM)
+            row["log_prob_roofline"] = flops / ours_t["log_prob_s"] / peak
+        rows.append(row)
+    compile_rows = []
+    for layers in (5, 20):
+        flow = fl.models.maf(DIM, layers, (WIDTH, WIDTH))
+        params = flow.init(jax.random.key(0))
+        compile_rows.append(
+            {
+                "model": "maf",
+                "layers": layers,
+                "compile_log_prob_s": compile_seconds(flow.log_prob, params, x),
+                "compile_grad_s": compile_seconds(
+                    jax.grad(fl.forward_kl(flow)), params, step_batch
+                ),
+            }
+        )
+    cols = [
+        "model",
+        "layers",
+        "log_prob_per_s",
+        "log_prob_vs_flowjax",
+        "sample_per_s",
+        "sample_vs_flowjax",
+        "step_per_s",
+        "step_vs_flowjax",
+        "log_prob_roofline",
+    ]
+    print_table(rows, cols)
+    print_table(compile_rows, ["model", "layers", "compile_log_prob_s", "compile_grad_s"])
+    path = write_results("throughput", rows, {"compile": compile_rows, "matmul_flops": peak})
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""The pieces of ``fit``: objective specs, input checks, epoch shuffling and the compiled chunk."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from flowjax_lab.core import Flow, combine
+from flowjax_lab.objectives import forward_kl, reverse_kl
+
+TERMS = ("mle", "reverse_kl", "reverse_kl_stl")
+"""Objective terms: forward KL on data, reverse KL on base samples (``_stl``: stick the landing)."""
+
+
+def parse_objective(objective) -> tuple[np.ndarray, np.ndarray]:
+    """An objective spec as (start steps (S,), weights (S, len(TERMS))).
+
+    Accepts a term name, a dict {term: weight}, or a schedule [(start_step, name_or_dict), ...]
+    starting at step 0 with increasing starts.
+    """
+
+    def weights(spec, where):
+        if isinstance(spec, str):
+            spec = {spec: 1.0}
+        if not isinstance(spec, dict) or not spec:
+            raise ValueError(
+                f"objective{where}: expected a name or a dict of weights, got {spec!r}"
+            )
+        row = np.zeros(len(TERMS), np.float32)
+        for name, w in spec.items():
+            if name not in TERMS:
+                raise ValueError(f"unknown objective {name!r}{where}; choose from {list(TERMS)}")
+            if not isinstance(w, numbers.Real) or not np.isfinite(w) or w < 0:
+                raise ValueError(f"objective weight for {name!r}{where} must be >= 0, got {w!r}")
+            row[TERMS.index(name)] = w
+        if not row.any():
+            raise ValueError(f"objective{where}: all weights are zero in {spec!r}")
+        return row
+
+    if isinstance(objective, (str, dict)):
+        return np.zeros(1, np.int32), weights(objective, "")[None]
+    if not isinstance(objective, (list, tuple)) or not objective:
+        raise ValueError(
+            f"unknown objective {objective!r}: give one of {list(TERMS)}, a dict of weights or "
+            "a schedule [(start_step, objective), ...]"
+        )
+    starts, rows = [], []
+    for i, item in enumerate(objective):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise ValueError(
+                f"objective schedule entry {i}: expected (start_step, spec), got {item!r}"
+            )
+        starts.append(int(item[0]))
+        rows.append(weights(item[1], f" (schedule entry {i})"))
+    if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
+        raise ValueError(f"objective schedule starts must begin at 0 and increase, got {starts}")
+    return np.asarray(starts, np.int32), np.stack(rows)
+
+
+def check_rows(x, event_shape, name: str, dtype) -> jax.Array:
+    """(n, *event_shape) finite float rows on the device as ``dtype``, else a ValueError."""
+    x = np.asarray(x)
+    if x.ndim != 1 + len(event_shape) or tuple(x.shape[1:]) != tuple(event_shape):
+        raise ValueError(
+            f"{name}: dimension mismatch: the flow's events have shape {tuple(event_shape)}, so "
+            f"{name} should be (n, *{tuple(event_shape)}), got shape {x.shape}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: has no rows")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{name}: expected floating-point data, got dtype {x.dtype}")
+    bad = ~np.isfinite(x).reshape(x.shape[0], -1)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise ValueError(
+            f"{name}: {int(bad.sum())} NaN/inf values in {rows.size} rows; the first is row "
+            f"{int(rows[0])}"
+        )
+    return jnp.asarray(x, dtype)
+
+
+def check_target(flow: Flow, params, target_log_prob: Callable, key, context, n: int = 256):
+    """ValueError unless ``target_log_prob`` maps events to scalars, finite somewhere on q."""
+    x = flow.sample(params, jax.random.fold_in(key, 0x7FFFFFFF), n, context)
+    try:
+        lp = jax.vmap(target_log_prob)(x)
+    except Exception as err:
+        raise ValueError(f"target_log_prob failed on events of shape {x.shape[1:]}: {err}") from err
+    if lp.shape != (n,):
+        raise ValueError(
+            f"target_log_prob must map one event to a scalar, got shape {lp.shape[1:]}"
+        )
+    if not np.isfinite(np.asarray(lp)).any():
+        raise ValueError(
+            f"target_log_prob is NaN/inf for all {n} samples of the initial flow: check its "
+            "support and the flow's event shape"
+        )
+
+
+class EpochShuffler:
+    """Row indices for steps: epoch e is a permutation of range(n) seeded by (key, e).
+
+    Step s uses rows perm_e[i b : (i + 1) b] with e, i = divmod(s, n // b), so batches depend
+    only on (key, s). Drawn on the host (numpy, O(n) per epoch, no device sort) and sent to the
+    device as a (length, b) int32 array per chunk.
+    """
+
+    def __init__(self, key, n: int, batch: int):
+        self.seed = [int(v) for v in np.asarray(jax.random.key_data(key)).ravel()]
+        self.n, self.batch, self.per_epoch = n, batch, max(n // batch, 1)
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if self._cache is None or self._cache[0] != epoch:
+            rng = np.random.default_rng([*self.seed, epoch])
+            self._cache = (epoch, rng.permutation(self.n).astype(np.int32))
+        return self._cache[1]
+
+    def indices(self, start: int, length: int) -> np.ndarray:
+        rows = []
+        for s in range(start, start + length):
+            epoch, i = divmod(s, self.per_epoch)
+            rows.append(self._perm(epoch)[i * self.batch : (i + 1) * self.batch])
+        return np.stack(rows)
+
+
+def make_chunk(flow, fixed, optimizer, target_log_prob, starts, weights, *, batch, context, length):
+    """A jitted ``chunk(tr, opt_state, step_key, idx, data, ctx, start, stop)``.
+
+    Runs steps start .. start + length - 1 in one ``lax.scan``; steps >= stop are skipped. Step s
+    draws base samples from fold_in(step_key, s), takes data rows idx[s - start], and weights the
+    terms by the schedule row active at s. Returns (tr, opt_state, (loss, term losses (NaN where
+    a term's weight is 0), grad norm, weights)) with one row per step. Also returns a list whose
+    first entry counts the traces.
+    """
+    used = [t for i, t in enumerate(TERMS) if weights[:, i].any()]
+    always = {t for t in used if weights[:, TERMS.index(t)].all()}
+    losses = {
+        "mle": lambda p, x, c, k: forward_kl(flow)(p, x, c),
+        "reverse_kl": lambda p, x, c, k: reverse_kl(flow, target_log_prob)(p, k, batch, context),
+        "reverse_kl_stl": lambda p, x, c, k: reverse_kl(flow, target_log_prob, True)(
+            p, k, batch, context
+        ),
+    }
+    starts_j, weights_j = jnp.asarray(starts), jnp.asarray(weights)
+    traces = [0]
+
+    def total_loss(tr, x, c, key, w):
+        p = combine(tr, fixed)
+        total, parts = 0.0, []
+        for term in used:
+            wi = w[TERMS.index(term)]
+            fn = lambda term=term: losses[term](p, x, c, key)  # noqa: E731
+            if term in always:
+                value = fn()
+                parts.append(value)
+            else:  # skip the work while its weight is zero (both branches compiled once)
+                value = jax.lax.cond(wi > 0, fn, lambda: jnp.zeros((), p_dtype(tr)))
+                parts.append(jnp.where(wi > 0, value, jnp.nan))
+            total = total + wi * value
+        return total, jnp.stack(parts)
+
+    def chunk(tr, opt_state, step_key, idx, data, ctx, start, stop):
+        traces[0] += 1
+        dtype = p_dtype(tr)
+
+        def do(carry, s):
+            tr, opt_state = carry
+            rows = None if idx is None else idx[s - start]
+            x = None if data is None else data[rows]
+            c = None if ctx is None else ctx[rows]
+            w = weights_j[jnp.searchsorted(starts_j, s, side="right") - 1]
+            (loss, parts), grads = jax.value_and_grad(total_loss, has_aux=True)(
+                tr, x, c, jax.random.fold_in(step_key, s), w
+            )
+            updates, opt_state = optimizer.update(grads, opt_state, tr)
+            out = (loss, parts, optax.tree.norm(grads), w)
+            return (optax.apply_updates(tr, updates), opt_state), out
+
+        def skip(carry, s):
+            nan = jnp.full((), jnp.nan, dtype)
+            parts = jnp.full((len(used),), jnp.nan, dtype)
+            return carry, (nan, parts, nan, jnp.zeros(len(TERMS), weights_j.dtype))
+
+        def body(carry, s):
+            return jax.lax.cond(s < stop, do, skip, carry, s)
+
+        steps = start + jnp.arange(length, dtype=start.dtype)
+        (tr, opt_state), outs = jax.lax.scan(body, (tr, opt_state), steps)
+        return tr, opt_state, outs
+
+    return jax.jit(chunk), used, traces
+
+
+def p_dtype(tree):
+    leaves = jax.tree.leaves(tree)
+    return leaves[0].dtype if leaves else jnp.zeros(()).dtype

@@ -1,0 +1,490 @@
+"""Run an experiment from a config: data or target -> model -> ``fl.fit`` -> a run folder.
+
+``run(config)`` writes ``<output.root>/<name>-<timestamp or seed>/`` holding ``config.yaml`` (the
+resolved config), ``metrics.jsonl`` (one JSON object per logged step, then a final summary),
+``standardizer.json`` (the data standardisation, stored with the model), ``checkpoints/`` and
+PNG plots. ``evaluate(run_dir)`` and ``sample(run_dir, n)`` rebuild the model from the saved
+config and restore the params from the checkpoint. Callable from Python and notebooks:
+
+  >>> result = run(load_config("configs/maf_two_moons.yaml"))
+  >>> result.metrics["test_nll"], result.run_dir
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from flowjax_lab import config as cfg
+from flowjax_lab import data as D
+from flowjax_lab import plots
+from flowjax_lab.core import Flow, chain, data_init, make_flow, partition, stack
+from flowjax_lab.objectives import importance_diagnostics
+from flowjax_lab.targets import QUADRATURE_LOG_Z, TARGETS, Target
+
+# --------------------------------------------------------------------------- models
+
+
+def _ready_made(name: str, *fields: str) -> Callable[[int, cfg.ModelConfig], Flow]:
+    """A builder: ``fl.models.<name>(dim, **{field: model.<field>}, **model.params)``."""
+
+    def build(dim: int, model: cfg.ModelConfig) -> Flow:
+        from flowjax_lab import models  # noqa: PLC0415  (imported on use: models sit above us)
+
+        fn = getattr(models, name)
+        kwargs = {f: getattr(model, f) for f in fields} | dict(model.params)
+        allowed = [p for p in inspect.signature(fn).parameters if p != "dim"]
+        for key in kwargs:
+            if key not in allowed:
+                raise ValueError(
+                    f"config: unknown key 'model.params.{key}' for fl.models.{name}; "
+                    f"allowed keys: {[p for p in allowed if p not in fields]}"
+                )
+        return fn(dim, **kwargs)
+
+    return build
+
+
+def _linear(dim: int, model: cfg.ModelConfig) -> Flow:
+    """A Gaussian baseline: ``num_layers`` scanned copies of lu_linear -> affine."""
+    from flowjax_lab import transforms as T  # noqa: PLC0415
+
+    if model.params:
+        raise ValueError(f"config: model 'linear' takes no params, got {sorted(model.params)}")
+    return make_flow(stack(chain(T.lu_linear(), T.affine()), model.num_layers), event_shape=(dim,))
+
+
+MODELS: dict[str, Callable[[int, cfg.ModelConfig], Flow]] = {
+    "maf": _ready_made("maf", "num_layers", "hidden", "bins"),
+    "iaf": _ready_made("iaf", "num_layers", "hidden", "bins"),
+    "realnvp": _ready_made("realnvp", "num_layers", "hidden"),
+    "nsf": _ready_made("nsf", "num_layers", "hidden", "bins"),
+    "planar": _ready_made("planar_flow", "num_layers"),
+    "linear": _linear,
+}
+"""Model builders by config name: ``fn(dim, model_config) -> Flow``. Add a model with one line."""
+
+
+def build_flow(config: cfg.Config, dim: int) -> Flow:
+    """The config's model for events of shape (dim,)."""
+    if config.model.name not in MODELS:
+        raise ValueError(
+            f"config key 'model.name': unknown model {config.model.name!r}; "
+            f"allowed: {sorted(MODELS)}"
+        )
+    return MODELS[config.model.name](dim, config.model)
+
+
+# --------------------------------------------------------------------------- data and targets
+
+_DATA_PARAMS = {"gaussian_mixture": ("means", "scales", "weights"), "digits": ("alpha",)}
+DATASETS = (*D.TOY_2D, *_DATA_PARAMS)
+
+
+class Problem(NamedTuple):
+    """What a run trains on. Data arrays are in model units (standardised when asked).
+
+    dim: event dimension. train/val/test: (n, dim) numpy arrays or None. standardizer: the map
+    from data to model units (None: identity). target: the target in data units, or None.
+    data_log_prob: exact log-density of the data in data units, when known. alpha: the logit
+    alpha of digits (None otherwise).
+    """
+
+    dim: int
+    train: np.ndarray | None
+    val: np.ndarray | None
+    test: np.ndarray | None
+    standardizer: D.Standardizer | None
+    target: Target | None
+    target_log_prob: Callable | None  # of one event in model units
+    data_log_prob: Callable | None
+    alpha: float | None
+
+
+def _load_data(dc: cfg.DataConfig, key: jax.Array):
+    """(train, val, test) in data units, the exact log-density if known, the digits alpha."""
+    extra = [k for k in dc.params if k not in _DATA_PARAMS.get(dc.name, ())]
+    if dc.name not in DATASETS:
+        raise ValueError(
+            f"config key 'data.name': unknown data set {dc.name!r}; allowed: {DATASETS}"
+        )
+    if extra:
+        raise ValueError(
+            f"config: unknown key 'data.params.{extra[0]}' for data set {dc.name!r}; "
+            f"allowed keys: {list(_DATA_PARAMS.get(dc.name, ()))}"
+        )
+    k_sample, k_split = jax.random.split(key)
+    if dc.name == "digits":
+        digits = D.load_digits(key, alpha=dc.params.get("alpha", 0.05), fractions=dc.fractions)
+        return (digits.train, digits.val, digits.test), None, digits.alpha
+    if dc.name == "gaussian_mixture":
+        if "means" not in dc.params:
+            raise ValueError("config: missing required key 'data.params.means'")
+        mix = D.gaussian_mixture(
+            dc.params["means"], dc.params.get("scales", 1.0), dc.params.get("weights")
+        )
+        sampler, log_prob = mix.sample, mix.log_prob
+    else:
+        sampler, log_prob = D.TOY_2D[dc.name], D.TOY_2D_LOG_PROB.get(dc.name)
+    draw = jax.jit(  # one compile instead of one per eager op
+        lambda k1, k2: tuple(D.train_val_test_split(k2, sampler(k1, dc.num_samples), dc.fractions))
+    )
+    return draw(k_sample, k_split), log_prob, None
+
+
+def _load_target(tc: cfg.TargetConfig) -> Target:
+    if tc.name not in TARGETS:
+        raise ValueError(
+            f"config key 'target.name': unknown target {tc.name!r}; allowed: {sorted(TARGETS)}"
+        )
+    allowed = list(inspect.signature(TARGETS[tc.name]).parameters)
+    for key in tc.params:
+        if key not in allowed:
+            raise ValueError(
+                f"config: unknown key 'target.params.{key}' for target {tc.name!r}; "
+                f"allowed keys: {allowed}"
+            )
+    return TARGETS[tc.name](**tc.params)
+
+
+def build_problem(config: cfg.Config, standardizer: D.Standardizer | None = None) -> Problem:
+    """Data (split, standardised) and/or target of a config; deterministic in ``config.seed``.
+
+    ``standardizer`` replaces the one fitted on the training split (when reloading a run).
+    """
+    key = jax.random.fold_in(jax.random.key(config.seed), 0)
+    train = val = test = data_log_prob = alpha = target = target_lp = None
+    dim = None
+    if config.data is not None:
+        (train, val, test), data_log_prob, alpha = _load_data(config.data, key)
+        D.check_data(np.asarray(train), name="training data")
+        if standardizer is None and config.data.standardize:
+            standardizer = jax.jit(D.fit_standardizer)(train)
+        if standardizer is not None:
+            train, val, test = jax.jit(lambda s, *a: [D.standardize(s, x) for x in a])(
+                standardizer, train, val, test
+            )
+        train, val, test = (np.asarray(a, np.float32) for a in (train, val, test))
+        dim = train.shape[1]
+    if config.target is not None:
+        target = _load_target(config.target)
+        if dim is not None and target.dim != dim:
+            raise ValueError(f"data dimension {dim} does not match target dimension {target.dim}")
+        dim, target_lp = target.dim, target.log_prob
+        if standardizer is not None:  # pi_s(s) = pi(x(s)) |dx/ds|, x(s) = s * std + mean
+            s, log_std = standardizer, jnp.sum(jnp.log(standardizer.std))
+            target_lp = lambda z, s=s: target.log_prob(D.unstandardize(s, z)) + log_std  # noqa: E731
+    return Problem(dim, train, val, test, standardizer, target, target_lp, data_log_prob, alpha)
+
+
+def true_log_z(config: cfg.Config, target: Target) -> float | None:
+    """The target's log Z: closed form, or the quadrature value on [-4, 4]^2 for U1-U4."""
+    if target.log_z is not None:
+        return float(target.log_z)
+    return QUADRATURE_LOG_Z.get(config.target.name) if not config.target.params else None
+
+
+# --------------------------------------------------------------------------- training pieces
+
+
+def build_optimizer(tc: cfg.TrainConfig) -> optax.GradientTransformation:
+    """Adam on the configured learning-rate schedule, after global-norm clipping."""
+    if tc.schedule == "constant":
+        lr = tc.lr
+    elif tc.schedule == "cosine":
+        lr = optax.cosine_decay_schedule(tc.lr, tc.steps, alpha=0.01)
+    else:
+        warmup = min(tc.warmup_steps, tc.steps - 1)
+        lr = optax.warmup_cosine_decay_schedule(0.0, tc.lr, warmup, tc.steps, tc.lr * 0.01)
+    adam = optax.adam(lr)
+    return adam if tc.clip is None else optax.chain(optax.clip_by_global_norm(tc.clip), adam)
+
+
+def fit_objective(objective: Any) -> Any:
+    """The config's objective in ``fl.fit``'s form (a schedule becomes [(start, objective)])."""
+    if isinstance(objective, tuple):
+        return [(stage.start, stage.objective) for stage in objective]
+    return objective
+
+
+def _in_data_units(flow: Flow, problem: Problem) -> Callable:
+    """log p(x) in data units: log p_model(standardize(x)) + log|det d standardize / dx|."""
+    s = problem.standardizer
+    shift = 0.0 if s is None else D.standardize_logdet(s)
+    to_model = (lambda x: x) if s is None else (lambda x: D.standardize(s, x))
+    return jax.jit(lambda params, x: flow.log_prob(params, to_model(x)) + shift)
+
+
+def batched(fn: Callable, params: Any, x: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """``fn(params, x)`` over rows of x in fixed-size chunks (one compile, bounded memory)."""
+    x = np.asarray(x, np.float32)
+    out = []
+    for i in range(0, len(x), chunk):
+        part = x[i : i + chunk]
+        padded = np.concatenate([part, np.repeat(part[:1], chunk - len(part), 0)], 0)
+        out.append(np.asarray(fn(params, padded))[: len(part)])
+    return np.concatenate(out, 0)
+
+
+def _mean_se(values: np.ndarray) -> tuple[float, float]:
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(max(len(values), 1)))
+
+
+# --------------------------------------------------------------------------- the run folder
+
+
+class RunResult(NamedTuple):
+    """What ``run`` returns: the folder, the fitted params, the history, the final metrics."""
+
+    run_dir: Path
+    params: Any
+    history: dict
+    metrics: dict
+    plots: list[Path]
+
+
+def _new_run_dir(config: cfg.Config) -> Path:
+    root = Path(config.output.root)
+    if config.output.run_id == "seed":
+        run_dir = root / f"{config.name}-seed{config.seed}"
+        if run_dir.exists() and not config.train.resume:
+            raise ValueError(
+                f"run folder {run_dir} exists: set train.resume=true to continue it, or change "
+                "name, seed or output.root (nothing was overwritten)"
+            )
+    else:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir, i = root / f"{config.name}-{stamp}", 1
+        while run_dir.exists():
+            run_dir, i = root / f"{config.name}-{stamp}-{i}", i + 1
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _metric_rows(history: dict, log_every: int) -> list[dict]:
+    """One JSON object per logged training step (every ``log_every``, and the last) and per
+    validation; a validation at a logged step is merged into that step's row."""
+    steps = np.asarray(history.get("step", []))
+    series = [k for k in history if k not in ("step", "val_step", "val_loss")]
+    rows: dict[int, dict] = {}
+    for i, s in enumerate(steps):
+        if s % log_every == 0 or i == len(steps) - 1:
+            rows[int(s)] = {"step": int(s), **{k: _num(history[k][i]) for k in series}}
+    for s, v in zip(history.get("val_step", []), history.get("val_loss", [])):
+        rows.setdefault(int(s), {"step": int(s)})["val_loss"] = _num(v)
+    return [rows[s] for s in sorted(rows)]
+
+
+def _num(v) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def run(config: cfg.Config, *, progress: bool | None = None) -> RunResult:
+    """Train the config's model and write its run folder (see the module docstring)."""
+    problem = build_problem(config)
+    flow = build_flow(config, problem.dim)
+    k_init, k_fit, k_eval = jax.random.split(
+        jax.random.fold_in(jax.random.key(config.seed), 1), 3
+    )  # see _eval_key
+    if problem.train is not None:  # jitted: one compile instead of one per eager op
+        first = problem.train[: min(len(problem.train), 4096)]
+        params = jax.jit(lambda k, x: data_init(flow, k, x))(k_init, first)
+    else:
+        params = jax.jit(flow.init)(k_init)
+    run_dir = _new_run_dir(config)
+    (run_dir / "config.yaml").write_text(cfg.dump(config))
+    tc = config.train
+    saved = {"experiment": cfg.to_dict(config), "standardizer": _standardizer_json(problem)}
+    result = _fit(
+        k_fit,
+        flow,
+        params,
+        objective=fit_objective(config.objective),
+        data=problem.train,
+        target_log_prob=problem.target_log_prob,
+        steps=tc.steps,
+        batch_size=tc.batch_size,
+        optimizer=build_optimizer(tc),
+        val_data=problem.val if problem.val is not None and len(problem.val) else None,
+        val_every=tc.val_every,
+        patience=tc.patience,
+        checkpoint_dir=run_dir / "checkpoints",
+        checkpoint_every=tc.checkpoint_every,
+        keep=tc.keep,
+        resume=tc.resume,
+        progress=progress,
+        config=saved,
+    )
+    metrics = _evaluate(config, problem, flow, result.params, k_eval)
+    metrics.update(steps=int(result.step), best_step=result.best_step)
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for row in _metric_rows(result.history, tc.log_every):
+            f.write(json.dumps(row) + "\n")
+        f.write(json.dumps({"summary": True, **metrics}) + "\n")
+    pictures = _plots(config, problem, flow, result.params, result.history, run_dir, k_eval)
+    return RunResult(run_dir, result.params, result.history, metrics, pictures)
+
+
+def _fit(*args, **kwargs):
+    from flowjax_lab.train import fit  # noqa: PLC0415
+
+    return fit(*args, **kwargs)
+
+
+def _standardizer_json(problem: Problem) -> dict | None:
+    s = problem.standardizer
+    return (
+        None
+        if s is None
+        else {"mean": np.asarray(s.mean).tolist(), "std": np.asarray(s.std).tolist()}
+    )
+
+
+def _evaluate(config, problem: Problem, flow: Flow, params, key) -> dict:
+    """Final metrics: test NLL in data units (and bits/dim for digits); ELBO, log Z, ESS."""
+    out: dict[str, Any] = {}
+    if problem.test is not None and len(problem.test):
+        log_prob = jax.jit(flow.log_prob)
+        shift = (
+            0.0
+            if problem.standardizer is None
+            else float(D.standardize_logdet(problem.standardizer))
+        )
+        for split in ("val", "test"):
+            x = getattr(problem, split)
+            if x is None or not len(x):
+                continue
+            nll = -(batched(log_prob, params, x) + shift)  # per example, data units
+            out[f"{split}_nll"], out[f"{split}_nll_se"] = _mean_se(nll)
+            if split == "test" and problem.data_log_prob is not None:
+                true = -np.asarray(problem.data_log_prob(_to_data_units(problem, x)))
+                out["test_true_nll"] = _mean_se(true)[0]
+                out["test_kl_gap"] = _mean_se(nll - true)[0]
+            if split == "test" and problem.alpha is not None:
+                y = _to_data_units(problem, x)
+                bpd = D.bits_per_dim(
+                    nll,
+                    problem.dim,
+                    np.asarray(D.logit_logdet(y, problem.alpha)),
+                    D.DIGITS_NUM_LEVELS,
+                )
+                out["test_bits_per_dim"] = float(np.mean(bpd))
+    if problem.target is not None:
+        diag = importance_diagnostics(
+            flow, problem.target_log_prob, params, key, config.eval.num_samples
+        )
+        out.update({k: float(v) for k, v in diag._asdict().items()})
+        out["true_log_z"] = true_log_z(config, problem.target)
+        if out["true_log_z"] is not None:
+            out["log_z_minus_elbo"] = out["true_log_z"] - out["elbo"]
+    return out
+
+
+def _to_data_units(problem: Problem, x: np.ndarray) -> np.ndarray:
+    s = problem.standardizer
+    return np.asarray(x if s is None else D.unstandardize(s, x))
+
+
+def _samples(problem: Problem, flow: Flow, params, key, n: int) -> np.ndarray:
+    """n model samples in data units (pixel intensities in [0, 1) for digits)."""
+    x = _to_data_units(problem, np.asarray(jax.jit(flow.sample, static_argnums=2)(params, key, n)))
+    if problem.alpha is not None:
+        x = np.asarray(D.inverse_logit_transform(x, problem.alpha))
+    return x
+
+
+def _plots(config, problem: Problem, flow: Flow, params, history, run_dir, key) -> list[Path]:
+    if not config.output.plots:
+        return []
+    samples = _samples(problem, flow, params, key, min(config.eval.num_samples, 20000))
+    log_density = data = target_lp = None
+    if problem.dim == 2:
+        lp = _in_data_units(flow, problem)
+        log_density = lambda pts: batched(lp, params, pts)  # noqa: E731
+        if problem.train is not None:
+            data = _to_data_units(problem, problem.train[:20000])
+        if problem.target is not None:
+            target_lp = lambda pts: np.asarray(jax.vmap(problem.target.log_prob)(pts))  # noqa: E731
+    return plots.plot_run(
+        run_dir,
+        history,
+        samples,
+        log_density=log_density,
+        data=data,
+        target_log_density=target_lp,
+        extent=config.eval.plot_range,
+        grid_size=config.eval.grid_size,
+        images=problem.alpha is not None,
+        title=f"{config.name}: {config.model.name}",
+    )
+
+
+# --------------------------------------------------------------------------- reloading a run
+
+
+def load_run(run_dir: str | Path) -> tuple[cfg.Config, Problem, Flow, Any]:
+    """(config, problem, flow, params) of a run folder, params from its last checkpoint.
+
+    The params are the best by validation NLL when the run validated, else the last ones; the
+    standardisation is the one stored with them in the checkpoint.
+    """
+    from flowjax_lab.checkpoint import Checkpointer  # noqa: PLC0415
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "checkpoints").is_dir():
+        raise ValueError(f"{run_dir} is not a run folder (needs config.yaml and checkpoints/)")
+    config = cfg.load_config(run_dir / "config.yaml")
+    ckpt = Checkpointer(run_dir / "checkpoints", keep=max(config.train.keep, 1))
+    try:
+        _, meta, saved = ckpt.read_meta()
+        s = saved.get("standardizer")
+        standardizer = (
+            None if s is None else D.Standardizer(*(jnp.asarray(s[k]) for k in ("mean", "std")))
+        )
+        problem = build_problem(config, standardizer)
+        flow = build_flow(config, problem.dim)
+        like = jax.eval_shape(  # the trees fl.fit saves, all of them (shapes only, no compile)
+            lambda k: {
+                "params": (p := flow.init(k)),
+                "opt_state": build_optimizer(config.train).init(partition(p)[0]),
+                "best_params": p,
+                "key": jax.random.key_data(k),
+            },
+            jax.random.key(0),
+        )
+        like = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), like)
+        trees, _, _ = ckpt.restore(like)
+        name = "best_params" if meta.get("best_step") is not None else "params"
+    finally:
+        ckpt.close()
+    return config, problem, flow, trees[name]
+
+
+def _eval_key(config: cfg.Config) -> jax.Array:
+    return jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 1), 3)[2]
+
+
+def evaluate(run_dir: str | Path) -> dict:
+    """The final metrics of a saved run, recomputed from its config and checkpoint."""
+    config, problem, flow, params = load_run(run_dir)
+    return _evaluate(config, problem, flow, params, _eval_key(config))
+
+
+def sample(run_dir: str | Path, n: int, seed: int = 0) -> np.ndarray:
+    """n samples (n, dim) from a saved run's model, in data units (digits: pixels in [0, 1))."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    _, problem, flow, params = load_run(run_dir)
+    return _samples(problem, flow, params, jax.random.key(seed), n)

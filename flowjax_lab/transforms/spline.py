@@ -1,0 +1,280 @@
+"""Elementwise transformers (affine, rational-quadratic spline) and the elementwise spline layer.
+
+A *transformer* is a scalar bijection ``y = tau(x; theta)`` applied to every element, with raw
+(unconstrained) parameters ``theta`` stacked on a last axis. Coupling and autoregressive layers
+get ``theta`` from a conditioner net; `spline` learns it directly, per element. Zero raw
+parameters give the identity for both transformers, so zero-initialised conditioners start the
+layer at the identity.
+
+* affine: ``y = (x - shift) * exp(-log_scale)`` with ``log_scale = L tanh(raw / L)``, L = 5:
+  a soft clamp, so one layer scales by at most e^5 either way and training cannot blow up.
+* rational-quadratic spline (Durkan et al. 2019, "Neural Spline Flows"): K monotone rational
+  quadratic bins on [-B, B] and the identity outside (linear tails, derivative 1 at +-B).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flowjax_lab.core import Transform, check_event
+
+Array = jax.Array
+
+LOG_SCALE_BOUND = 5.0  # |log_scale| < L for the affine transformer
+MIN_BIN_WIDTH = 1e-3  # fraction of 2B
+MIN_BIN_HEIGHT = 1e-3
+MIN_DERIVATIVE = 1e-3
+# softplus(raw + _DERIVATIVE_SHIFT) + MIN_DERIVATIVE == 1 at raw = 0 (the identity)
+_DERIVATIVE_SHIFT = math.log(math.expm1(1.0 - MIN_DERIVATIVE))
+
+
+# --------------------------------------------------------------------------- affine transformer
+
+
+def _log_scale(raw: Array) -> Array:
+    return LOG_SCALE_BOUND * jnp.tanh(raw / LOG_SCALE_BOUND)
+
+
+def affine_transformer(x: Array, raw: Array) -> tuple[Array, Array]:
+    """f: ``y = (x - raw[..., 0]) * exp(-log_scale)``, ``log_scale = L tanh(raw[..., 1] / L)``.
+
+    Returns ``(y, log dy/dx)`` elementwise, with ``log dy/dx = -log_scale``. Identity at zero.
+    """
+    log_scale = _log_scale(raw[..., 1])
+    return (x - raw[..., 0]) * jnp.exp(-log_scale), -log_scale
+
+
+def affine_transformer_inverse(y: Array, raw: Array) -> tuple[Array, Array]:
+    """g = f^-1 of `affine_transformer`: ``x = y * exp(log_scale) + shift``; log dx/dy."""
+    log_scale = _log_scale(raw[..., 1])
+    return y * jnp.exp(log_scale) + raw[..., 0], log_scale
+
+
+# --------------------------------------------------------------------------- spline transformer
+
+
+def _knots(raw: Array, bound: float, min_size: float) -> Array:
+    """K raw sizes -> K + 1 increasing knots from -B to B, every bin at least ``min_size * 2B``."""
+    bins = raw.shape[-1]
+    sizes = min_size + (1.0 - min_size * bins) * jax.nn.softmax(raw, axis=-1)
+    # cumulative sums as a matmul with a constant 0/1 matrix (3x faster than a tiny cumsum)
+    partial_sums = np.triu(np.ones((bins, bins - 1)))  # column j sums sizes[: j + 1]
+    inner = -bound + 2.0 * bound * (sizes @ jnp.asarray(partial_sums, raw.dtype))
+    ends = jnp.full((*raw.shape[:-1], 1), bound, raw.dtype)
+    return jnp.concatenate([-ends, inner, ends], axis=-1)
+
+
+def spline_knots(
+    widths: Array, heights: Array, derivatives: Array, bound: float
+) -> tuple[Array, Array, Array]:
+    """Raw RQS params -> (x knots, y knots, derivatives at the knots), each (..., K + 1).
+
+    The knots run from -B to B; the derivatives at the ends are 1 (matching the identity tails).
+    The spline maps x knot j to y knot j with slope derivative j.
+    """
+    if widths.shape[-1] != heights.shape[-1] or derivatives.shape[-1] != widths.shape[-1] - 1:
+        raise ValueError(
+            "rational_quadratic_spline: expected K widths, K heights and K - 1 derivatives, got "
+            f"{widths.shape[-1]}, {heights.shape[-1]} and {derivatives.shape[-1]}"
+        )
+    xk = _knots(widths, bound, MIN_BIN_WIDTH)
+    yk = _knots(heights, bound, MIN_BIN_HEIGHT)
+    inner = jax.nn.softplus(derivatives + _DERIVATIVE_SHIFT) + MIN_DERIVATIVE
+    ones = jnp.ones((*derivatives.shape[:-1], 1), inner.dtype)
+    return xk, yk, jnp.concatenate([ones, inner, ones], axis=-1)
+
+
+def _bin(v: Array, knots: Array) -> Callable[[Array, int], Array]:
+    """``pick(a, o)``: per element, entry ``k + o`` of ``a`` (last axis) for the bin k holding v.
+
+    ``v`` is inside [-B, B]. The bin index counts the interior knots <= v (searchsorted
+    side="right" on the interior knots), so it lies in [0, K - 1] by construction: no clipping
+    is needed, and a point exactly on knot j starts bin j. (A gather along the last axis: on
+    CPU it measured ~1.7x faster than a one-hot select over the K bins.)
+    """
+    index = jnp.sum(v[..., None] >= knots[..., 1:-1], axis=-1)[..., None]
+
+    def pick(a, offset):
+        return jnp.take_along_axis(a, index + offset, axis=-1)[..., 0]
+
+    return pick
+
+
+def _rqs_log_derivative(s, d0, d1, xi, den):
+    """log dy/dx of the bin's rational quadratic at xi (eq. 5 of Durkan et al.)."""
+    num = d1 * xi**2 + 2.0 * s * xi * (1.0 - xi) + d0 * (1.0 - xi) ** 2
+    return 2.0 * jnp.log(s) + jnp.log(num) - 2.0 * jnp.log(den)
+
+
+def rational_quadratic_spline(
+    x: Array, widths: Array, heights: Array, derivatives: Array, bound: float
+) -> tuple[Array, Array]:
+    """Monotone rational-quadratic spline, elementwise over ``x`` (Durkan et al. 2019).
+
+    Raw params per element (last axis): ``widths`` (K,) and ``heights`` (K,) go through a
+    softmax to bin sizes (at least 1e-3 of 2B), ``derivatives`` (K - 1,) at the interior knots
+    through ``softplus(. + c) + 1e-3`` with c chosen so that raw zero gives derivative 1; the
+    boundary derivatives are 1 to match the identity tails. All-zero params give the identity.
+
+    In bin k with ``xi = (x - x_k) / w_k``, ``s_k = h_k / w_k``:
+    ``y = y_k + h_k (s_k xi^2 + d_k xi (1 - xi)) / (s_k + (d_k + d_{k+1} - 2 s_k) xi (1 - xi))``;
+    ``y = x`` and ``log dy/dx = 0`` for ``|x| > B``. O(K) per element.
+
+    Returns:
+        ``(y, log dy/dx)``, both shaped like ``x``.
+    """
+    xk, yk, dk = spline_knots(widths, heights, derivatives, bound)
+    inside = jnp.abs(x) <= bound
+    xc = jnp.where(inside, x, 0.0)  # not clip: its gradient is 1/2 at x = +-B
+    pick = _bin(xc, xk)
+    x0, x1, y0, y1 = pick(xk, 0), pick(xk, 1), pick(yk, 0), pick(yk, 1)
+    d0, d1 = pick(dk, 0), pick(dk, 1)
+    w, h = x1 - x0, y1 - y0
+    s = h / w
+    xi = (xc - x0) / w
+    xi1 = xi * (1.0 - xi)
+    den = s + (d0 + d1 - 2.0 * s) * xi1
+    y = y0 + h * (s * xi**2 + d0 * xi1) / den
+    log_det = _rqs_log_derivative(s, d0, d1, xi, den)
+    return jnp.where(inside, y, x), jnp.where(inside, log_det, 0.0)
+
+
+def rational_quadratic_spline_inverse(
+    y: Array, widths: Array, heights: Array, derivatives: Array, bound: float
+) -> tuple[Array, Array]:
+    """Exact inverse of `rational_quadratic_spline` (same raw params); O(K) per element.
+
+    In the bin holding y, xi solves ``a xi^2 + b xi + c = 0`` with ``a = h (s - d_k) + dy q``,
+    ``b = h d_k - dy q``, ``c = -s dy``, ``dy = y - y_k``, ``q = d_k + d_{k+1} - 2 s``; the
+    root in [0, 1] is taken in the cancellation-free form ``xi = 2c / (-b - sqrt(b^2 - 4ac))``.
+
+    Returns:
+        ``(x, log dx/dy)``, both shaped like ``y``.
+    """
+    xk, yk, dk = spline_knots(widths, heights, derivatives, bound)
+    inside = jnp.abs(y) <= bound
+    yc = jnp.where(inside, y, 0.0)
+    pick = _bin(yc, yk)
+    x0, x1, y0, y1 = pick(xk, 0), pick(xk, 1), pick(yk, 0), pick(yk, 1)
+    d0, d1 = pick(dk, 0), pick(dk, 1)
+    w, h = x1 - x0, y1 - y0
+    s = h / w
+    dy = yc - y0
+    q = d0 + d1 - 2.0 * s
+    a = h * (s - d0) + dy * q
+    b = h * d0 - dy * q
+    c = -s * dy
+    disc = jnp.maximum(b**2 - 4.0 * a * c, 0.0)
+    xi = 2.0 * c / (-b - jnp.sqrt(disc))
+    x = x0 + xi * w
+    den = s + q * xi * (1.0 - xi)
+    log_det = -_rqs_log_derivative(s, d0, d1, xi, den)
+    return jnp.where(inside, x, y), jnp.where(inside, log_det, 0.0)
+
+
+# --------------------------------------------------------------------------- transformer registry
+
+
+class Transformer(NamedTuple):
+    """An elementwise bijection with ``num_params`` raw params per element (last axis).
+
+    ``forward(x, raw) -> (y, log dy/dx)`` is the data -> noise direction, ``inverse(y, raw) ->
+    (x, log dx/dy)`` its inverse; ``raw`` has shape ``(*x.shape, num_params)``.
+    """
+
+    num_params: int
+    forward: Callable[[Array, Array], tuple[Array, Array]]
+    inverse: Callable[[Array, Array], tuple[Array, Array]]
+
+
+def spline_transformer(bins: int, bound: float) -> Transformer:
+    """The RQS as a `Transformer`: raw = [K widths, K heights, K - 1 derivatives] (3K - 1)."""
+    bins, bound = _check_spline_args(bins, bound)
+
+    def split(raw):
+        return raw[..., :bins], raw[..., bins : 2 * bins], raw[..., 2 * bins :]
+
+    return Transformer(
+        3 * bins - 1,
+        lambda x, raw: rational_quadratic_spline(x, *split(raw), bound),
+        lambda y, raw: rational_quadratic_spline_inverse(y, *split(raw), bound),
+    )
+
+
+AFFINE = Transformer(2, affine_transformer, affine_transformer_inverse)
+
+
+def make_transformer(name: str, bins: int = 8, bound: float = 3.0) -> Transformer:
+    """``"affine"`` (raw = [shift, log-scale]) or ``"spline"`` (`spline_transformer`)."""
+    if name == "affine":
+        return AFFINE
+    if name == "spline":
+        return spline_transformer(bins, bound)
+    raise ValueError(f'transformer must be "affine" or "spline", got {name!r}')
+
+
+def _check_spline_args(bins, bound) -> tuple[int, float]:
+    if not isinstance(bins, int) or isinstance(bins, bool) or bins < 2:
+        raise ValueError(f"spline needs an integer number of bins >= 2, got {bins!r}")
+    if not bound > 0:
+        raise ValueError(f"spline needs a positive bound B (interval [-B, B]), got {bound!r}")
+    if MIN_BIN_WIDTH * bins >= 1.0:
+        raise ValueError(f"too many bins ({bins}) for the minimum bin width {MIN_BIN_WIDTH}")
+    return bins, float(bound)
+
+
+# --------------------------------------------------------------------------- elementwise layer
+
+
+def spline(bins: int = 8, bound: float = 3.0) -> Transform:
+    """Elementwise rational-quadratic spline with learned per-element params (no conditioner).
+
+    f(x)_i = RQS(x_i; theta_i), g = the exact RQS inverse; identity outside [-B, B].
+    log|det J_f| = sum_i log RQS'(x_i). O(d K) both ways (one pass each). Works on events of
+    any shape. Params: ``{"widths": (*event, K), "heights": (*event, K), "derivatives":
+    (*event, K - 1)}``, zero at init (the identity).
+
+    Example:
+        >>> t = spline(bins=4, bound=2.0); p = t.init(jax.random.key(0), jnp.zeros(3))
+        >>> z, logdet = t.apply(p, jnp.array([-3.0, 0.5, 1.0]))
+    """
+    bins, bound = _check_spline_args(bins, bound)
+    sizes = {"widths": bins, "heights": bins, "derivatives": bins - 1}
+
+    def init(key, x_example):
+        del key
+        check_event(x_example, x_example.shape, "spline.init")
+        return {k: jnp.zeros((*x_example.shape, n), x_example.dtype) for k, n in sizes.items()}
+
+    def check(params, x, where):
+        check_event(x, x.shape, where)
+        want = {k: (*x.shape, n) for k, n in sizes.items()}
+        got = (
+            {k: tuple(jnp.shape(v)) for k, v in params.items()} if isinstance(params, dict) else {}
+        )
+        if got != want:
+            raise ValueError(f"{where}: params have shapes {got}, expected {want}")
+
+    def apply(params, x, *, context=None):
+        del context
+        check(params, x, "spline.apply")
+        y, ld = rational_quadratic_spline(
+            x, params["widths"], params["heights"], params["derivatives"], bound
+        )
+        return y, jnp.sum(ld)
+
+    def inverse(params, z, *, context=None):
+        del context
+        check(params, z, "spline.inverse")
+        x, ld = rational_quadratic_spline_inverse(
+            z, params["widths"], params["heights"], params["derivatives"], bound
+        )
+        return x, jnp.sum(ld)
+
+    return Transform(init, apply, inverse)
