@@ -4,7 +4,7 @@ Every sampler takes a `jax.random` key first (new-style `jax.random.key` or lega
 `jax.random.PRNGKey`). Nothing here imports the rest of flowjax_lab.
 """
 
-from flowjax_lab.data._keys import as_key
+from flowjax_lab.core import as_key
 from flowjax_lab.data.checks import check_data
 from flowjax_lab.data.digits import (
     DIGITS_DIM,

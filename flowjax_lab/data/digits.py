@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import sklearn.datasets
 
-from flowjax_lab.data._keys import as_key
+from flowjax_lab.core import as_key
 from flowjax_lab.data.splits import train_val_test_split
 
 DIGITS_DIM = 64

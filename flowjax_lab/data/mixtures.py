@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from flowjax_lab.data._keys import as_key
+from flowjax_lab.core import as_key
 
 _LOG_2PI = math.log(2.0 * math.pi)
 

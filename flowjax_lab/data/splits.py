@@ -6,7 +6,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from flowjax_lab.data._keys import as_key
+from flowjax_lab.core import as_key
 
 
 class DataSplit(NamedTuple):
