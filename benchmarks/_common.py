@@ -23,7 +23,7 @@ def device_info() -> dict:
     }
 
 
-def time_call(fn, *args, repeats: int = 7, warmup: int = 2) -> float:
+def time_call(fn, *args, repeats: int = 21, warmup: int = 3) -> float:
     """Median wall time in seconds of ``fn(*args)`` after warm-up, blocking on the result."""
     for _ in range(warmup):
         jax.block_until_ready(fn(*args))
