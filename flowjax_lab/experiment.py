@@ -382,9 +382,10 @@ def _evaluate(config, problem: Problem, flow: Flow, params, key) -> dict:
                 )
                 out["test_bits_per_dim"] = float(np.mean(bpd))
     if problem.target is not None:
-        diag = importance_diagnostics(
-            flow, problem.target_log_prob, params, key, config.eval.num_samples
-        )
+        n = config.eval.num_samples
+        diag = jax.jit(  # one compile, not one per eager op of the sampler
+            lambda p, k: importance_diagnostics(flow, problem.target_log_prob, p, k, n)
+        )(params, key)
         out.update({k: float(v) for k, v in diag._asdict().items()})
         out["true_log_z"] = true_log_z(config, problem.target)
         if out["true_log_z"] is not None:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import math
-
 import distrax
 import jax
 import jax.numpy as jnp
 
-from flowjax_lab.core import Flow, Transform
+from flowjax_lab.core import Flow, Transform, _split_batch
 
 
 def _over_batch(fn, x, event_shape):
     """Run ``fn`` (one event -> (event, scalar)) over any leading batch shape."""
-    k = len(event_shape)
-    batch = x.shape[: x.ndim - k]
-    y, ld = jax.vmap(fn)(x.reshape((math.prod(batch), *event_shape)))
+    flat, batch = _split_batch(x, event_shape, "to_distrax")
+    y, ld = jax.vmap(fn)(flat)
     return y.reshape(x.shape), ld.reshape(batch)
 
 
