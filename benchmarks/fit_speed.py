@@ -8,14 +8,17 @@ one compile) over the wall time after that chunk, so validation, progress, check
 data reshuffling costs are all included. The Python loop and the bare scan run the same loss
 and optax adam on consecutive slices of the iid data (no reshuffling, no validation) after a
 warm-up compile; flowjax's fit_to_data trains the same architecture
-(masked_autoregressive_flow, affine, reverse permutations) after a warm-up epoch.
+(masked_autoregressive_flow, affine, reverse permutations) after a warm-up epoch. After one
+warm-up run of each, the methods run in turn ``--repeats`` times (interleaved, so drift in the
+machine's speed hits all alike) and the table gives the median steps/s.
 
-Run: python benchmarks/fit_speed.py [--steps 2000] [--quick]
+Run: python benchmarks/fit_speed.py [--steps 2000] [--quick] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 import time
 
@@ -61,23 +64,33 @@ def make_update(flow, fixed, optimizer, data):
     return update
 
 
+def _timed(run, steps):
+    def once():
+        start = time.perf_counter()
+        jax.block_until_ready(run())
+        return steps / (time.perf_counter() - start)
+
+    once()  # warm-up (compile)
+    return once
+
+
 def python_loop(flow, params, data, steps):
+    """A runner: one call trains ``steps`` steps and returns steps/s (compiled already)."""
     tr, fixed = fl.partition(params)
     opt = optax.adam(1e-3)
     step = jax.jit(make_update(flow, fixed, opt, data))
 
-    def run(tr, opt_state):
+    def run(tr=tr):
+        opt_state = opt.init(tr)
         for s in range(steps):
             tr, opt_state, value = step(tr, opt_state, s)
         return tr, value
 
-    jax.block_until_ready(run(tr, opt.init(tr)))  # warm-up (compile)
-    start = time.perf_counter()
-    jax.block_until_ready(run(tr, opt.init(tr)))
-    return steps / (time.perf_counter() - start)
+    return _timed(run, steps)
 
 
 def bare_scan(flow, params, data, steps):
+    """A runner, as python_loop, for the same steps inside one jitted lax.scan."""
     tr, fixed = fl.partition(params)
     opt = optax.adam(1e-3)
     update = make_update(flow, fixed, opt, data)
@@ -90,10 +103,7 @@ def bare_scan(flow, params, data, steps):
 
         return jax.lax.scan(body, (tr, opt_state), jnp.arange(steps))
 
-    jax.block_until_ready(run(tr, opt.init(tr)))
-    start = time.perf_counter()
-    jax.block_until_ready(run(tr, opt.init(tr)))
-    return steps / (time.perf_counter() - start)
+    return _timed(lambda: run(tr, opt.init(tr)), steps)
 
 
 def fl_fit(flow, params, data, val, steps, extras=True):
@@ -120,6 +130,7 @@ def fl_fit(flow, params, data, val, steps, extras=True):
 
 
 def flowjax_fit(dim, width, data, steps):
+    """A runner for flowjax's fit_to_data on the same architecture, or None without flowjax."""
     try:
         import flowjax.distributions as fd
         from flowjax.flows import masked_autoregressive_flow
@@ -138,13 +149,17 @@ def flowjax_fit(dim, width, data, steps):
     epochs = max(1, round(steps / per_epoch))
     kw = dict(batch_size=BATCH, learning_rate=1e-3, max_patience=10**9, show_progress=False)
     fit_to_data(jax.random.key(1), flow, data, max_epochs=1, **kw)  # warm-up (compile)
-    start = time.perf_counter()
-    out, _ = fit_to_data(jax.random.key(1), flow, data, max_epochs=epochs, **kw)
-    jax.block_until_ready(jax.tree.leaves(out))
-    return epochs * per_epoch / (time.perf_counter() - start)
+
+    def once():
+        start = time.perf_counter()
+        out, _ = fit_to_data(jax.random.key(1), flow, data, max_epochs=epochs, **kw)
+        jax.block_until_ready(jax.tree.leaves(out))
+        return epochs * per_epoch / (time.perf_counter() - start)
+
+    return once
 
 
-def main(steps: int, quick: bool) -> None:
+def main(steps: int, quick: bool, repeats: int) -> None:
     print("device:", device_info())
     configs = [("small MAF", 2, (32, 32)), ("benchmark MAF", 8, (128, 128))]
     if quick:
@@ -160,11 +175,30 @@ def main(steps: int, quick: bool) -> None:
             data = jax.random.multivariate_normal(jax.random.key(2), mean, cov, (11_000,))
         data = (data - data.mean(0)) / data.std(0)
         train, val = data[:10_000], data[10_000:]
-        fit_rate, fit_first = fl_fit(flow, params, train, val, steps)
-        plain_rate, _ = fl_fit(flow, params, train, val, steps, extras=False)
-        scan_rate = bare_scan(flow, params, train, steps)
-        loop_rate = python_loop(flow, params, train, steps)
-        fj_rate = flowjax_fit(dim, hidden[0], np.asarray(train), steps)
+        runners = {
+            "fit": functools.partial(fl_fit, flow, params, train, val, steps),
+            "plain": functools.partial(fl_fit, flow, params, train, val, steps, extras=False),
+            "scan": bare_scan(flow, params, train, steps),
+            "loop": python_loop(flow, params, train, steps),
+        }
+        fj = flowjax_fit(dim, hidden[0], np.asarray(train), steps)
+        if fj is not None:
+            runners["flowjax"] = fj
+        runners["fit"](), runners["plain"]()  # warm-up: caches, allocator, thread pools
+        rates = {k: [] for k in runners}
+        firsts = []
+        for _ in range(repeats):  # interleaved, so slow drift hits every method alike
+            for k, run in runners.items():
+                out = run()
+                if k == "fit":
+                    out, first = out
+                    firsts.append(first)
+                elif k == "plain":
+                    out = out[0]
+                rates[k].append(out)
+        med = {k: float(np.median(v)) for k, v in rates.items()}
+        fit_rate, scan_rate, fj_rate = med["fit"], med["scan"], med.get("flowjax")
+        fit_first, plain_rate, loop_rate = float(np.median(firsts)), med["plain"], med["loop"]
         rows.append(
             {
                 "model": f"{name} (d={dim}, 5x{hidden})",
@@ -182,12 +216,16 @@ def main(steps: int, quick: bool) -> None:
         print_table(rows[-1:], list(rows[-1]))
     print()
     print_table(rows, list(rows[0]))
-    print("wrote", write_results("fit_speed", rows, {"steps": steps, "batch": BATCH}))
+    print(
+        "wrote",
+        write_results("fit_speed", rows, {"steps": steps, "batch": BATCH, "repeats": repeats}),
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--quick", action="store_true", help="small model only")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per method (median)")
     args = parser.parse_args()
-    main(args.steps, args.quick)
+    main(args.steps, args.quick, args.repeats)

@@ -122,17 +122,19 @@ class EpochShuffler:
         return self._cache[1]
 
     def indices(self, start: int, length: int) -> np.ndarray:
-        rows = []
-        for s in range(start, start + length):
-            epoch, i = divmod(s, self.per_epoch)
-            rows.append(self._perm(epoch)[i * self.batch : (i + 1) * self.batch])
-        return np.stack(rows)
+        epochs, i = np.divmod(np.arange(start, start + length), self.per_epoch)
+        out = np.empty((length, self.batch), np.int32)
+        for epoch in np.unique(epochs):
+            batches = self._perm(int(epoch))[: self.per_epoch * self.batch]
+            mask = epochs == epoch
+            out[mask] = batches.reshape(self.per_epoch, self.batch)[i[mask]]
+        return out
 
 
 def make_chunk(flow, fixed, optimizer, target_log_prob, starts, weights, *, batch, context, length):
     """A jitted ``chunk(tr, opt_state, step_key, idx, data, ctx, start, stop)``.
 
-    Runs steps start .. start + length - 1 in one ``lax.scan``; steps >= stop are skipped. Step s
+    Runs steps start .. stop - 1 (stop - start <= length) in one compiled loop. Step s
     draws base samples from fold_in(step_key, s), takes data rows idx[s - start], and weights the
     terms by the schedule row active at s. Returns (tr, opt_state, (loss, term losses (NaN where
     a term's weight is 0), grad norm, weights)) with one row per step. Also returns a list whose
@@ -169,8 +171,7 @@ def make_chunk(flow, fixed, optimizer, target_log_prob, starts, weights, *, batc
         traces[0] += 1
         dtype = p_dtype(tr)
 
-        def do(carry, s):
-            tr, opt_state = carry
+        def step(s, tr, opt_state):
             rows = None if idx is None else idx[s - start]
             x = None if data is None else data[rows]
             c = None if ctx is None else ctx[rows]
@@ -180,19 +181,24 @@ def make_chunk(flow, fixed, optimizer, target_log_prob, starts, weights, *, batc
             )
             updates, opt_state = optimizer.update(grads, opt_state, tr)
             out = (loss, parts, optax.tree.norm(grads), w)
-            return (optax.apply_updates(tr, updates), opt_state), out
+            return optax.apply_updates(tr, updates), opt_state, out
 
-        def skip(carry, s):
-            nan = jnp.full((), jnp.nan, dtype)
-            parts = jnp.full((len(used),), jnp.nan, dtype)
-            return carry, (nan, parts, nan, jnp.zeros(len(TERMS), weights_j.dtype))
+        # Outputs of steps >= stop stay NaN (weights 0). A fori_loop with a traced trip count
+        # runs exactly stop - start steps: no per-step branch, one compile for every length.
+        outs = (
+            jnp.full((length,), jnp.nan, dtype),
+            jnp.full((length, len(used)), jnp.nan, dtype),
+            jnp.full((length,), jnp.nan, dtype),
+            jnp.zeros((length, len(TERMS)), weights_j.dtype),
+        )
 
-        def body(carry, s):
-            return jax.lax.cond(s < stop, do, skip, carry, s)
+        def body(s, carry):
+            tr, opt_state, outs = carry
+            tr, opt_state, out = step(s, tr, opt_state)
+            outs = jax.tree.map(lambda buf, o: buf.at[s - start].set(o), outs, out)
+            return tr, opt_state, outs
 
-        steps = start + jnp.arange(length, dtype=start.dtype)
-        (tr, opt_state), outs = jax.lax.scan(body, (tr, opt_state), steps)
-        return tr, opt_state, outs
+        return jax.lax.fori_loop(start, stop, body, (tr, opt_state, outs))
 
     return jax.jit(chunk), used, traces
 

@@ -1,23 +1,27 @@
-"""Training checkpoints with orbax: atomic writes, last-k kept, checked against the live trees.
+"""Training checkpoints with flax.serialization: atomic writes, last-k kept, checked on restore.
 
-A checkpoint at step s holds named pytrees of arrays (params, optimizer state, ...) and a JSON
-``meta`` dict (step, history, ..., and the run's ``config`` dict). Each pytree is stored as its flat
-list of leaves, with its tree structure and leaf shapes/dtypes in the metadata, so a restore into
-trees of a different structure fails with a message naming the difference instead of silently
-reshaping. orbax writes each step into a temporary folder and renames it when complete, so an
-interrupted save never replaces a good checkpoint.
+A checkpoint at step s is the folder ``directory/s/`` holding one msgpack file per named pytree
+of arrays (``params.msgpack``, ``opt_state.msgpack``, ...) and ``meta.json`` (step, history, ...,
+the run's ``config`` dict, and each tree's structure and leaf shapes/dtypes). A save writes a
+hidden temporary folder, fsyncs it and renames it into place, so an interrupted save never
+replaces or half-writes a good checkpoint; only then are steps beyond the last ``keep`` deleted.
+A restore checks the saved structure, shapes and dtypes against the live trees and names the
+first difference instead of silently reshaping; it reads only the trees it is asked for.
+A save costs one device-to-host copy plus a few ms of file writes (no background threads).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
+from flax import serialization
 
 
 class CheckpointError(ValueError):
@@ -32,10 +36,6 @@ def _describe(tree) -> dict:
     }
 
 
-def _leaves(tree) -> dict:
-    return {f"leaf_{i:05d}": x for i, x in enumerate(jax.tree.leaves(tree))}
-
-
 def to_json(value: Any) -> Any:
     """Numbers, arrays and containers as JSON-safe values (NaN/inf become None)."""
     if isinstance(value, dict):
@@ -43,7 +43,10 @@ def to_json(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [to_json(v) for v in value]
     if isinstance(value, (np.ndarray, jax.Array)):
-        return to_json(np.asarray(value).tolist())
+        value = np.asarray(value)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return np.where(np.isfinite(value), value.astype(object), None).tolist()
+        return value.tolist() if value.dtype.kind in "biuf" else to_json(value.tolist())
     if isinstance(value, (np.floating, float)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
@@ -51,6 +54,13 @@ def to_json(value: Any) -> Any:
     if isinstance(value, np.bool_):
         return bool(value)
     return value
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 class Checkpointer:
@@ -63,97 +73,104 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | os.PathLike, keep: int = 3):
-        if not isinstance(keep, int) or keep < 1:
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
             raise ValueError(f"keep must be a positive integer, got {keep!r}")
-        self.directory = os.path.abspath(os.fspath(directory))
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        self._manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "meta")
-        )
+        self.directory, self.keep = os.path.abspath(os.fspath(directory)), keep
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            raise CheckpointError(f"{self.directory} exists and is not a directory")
+        os.makedirs(self.directory, exist_ok=True)
 
     def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
+        """Steps with a complete checkpoint, ascending (temporary folders are not steps)."""
+        return sorted(
+            int(name)
+            for name in os.listdir(self.directory)
+            if name.isdigit() and os.path.isfile(os.path.join(self.directory, name, "meta.json"))
+        )
 
     def latest_step(self) -> int | None:
-        return self._manager.latest_step()
+        steps = self.all_steps()
+        return steps[-1] if steps else None
 
     def save(self, step: int, trees: dict, meta: dict | None = None, config=None) -> None:
         """Write ``trees`` (name -> pytree of arrays), ``meta`` and ``config`` at ``step``."""
         step = int(step)
         if step in self.all_steps():
             raise CheckpointError(f"{self.directory}: a checkpoint for step {step} already exists")
-        trees_meta = {k: _describe(v) for k, v in trees.items()}
-        meta = dict(to_json(meta or {}), step=step, trees=trees_meta, config=to_json(config or {}))
-        state = {name: _leaves(tree) for name, tree in trees.items()}
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                meta=ocp.args.JsonSave(meta),
-            ),
+        host = jax.device_get(trees)  # one transfer for all trees
+        meta = dict(
+            to_json(meta or {}),
+            step=step,
+            trees={k: _describe(v) for k, v in host.items()},
+            config=to_json(config or {}),
         )
+        tmp = tempfile.mkdtemp(prefix=f".tmp-{step}-", dir=self.directory)
+        try:
+            for name, tree in host.items():
+                leaves = {str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(tree))}
+                _write(
+                    os.path.join(tmp, f"{name}.msgpack"), serialization.msgpack_serialize(leaves)
+                )
+            _write(os.path.join(tmp, "meta.json"), json.dumps(meta).encode())
+            os.replace(tmp, os.path.join(self.directory, str(step)))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for old in self.all_steps()[: -self.keep]:
+            shutil.rmtree(os.path.join(self.directory, str(old)), ignore_errors=True)
 
     def read_meta(self, step: int | None = None) -> tuple[int, dict, dict]:
         """(step, meta, config) of checkpoint ``step`` (default: the latest) without the arrays."""
         step = self._step(step)
         try:
-            items = self._manager.restore(
-                step,
-                args=ocp.args.Composite(meta=ocp.args.JsonRestore()),
-            )
-        except Exception as err:  # orbax raises many types for unreadable files
+            with open(os.path.join(self.directory, str(step), "meta.json"), "rb") as fh:
+                meta = json.loads(fh.read())
+            if not isinstance(meta, dict):
+                raise TypeError(f"meta.json holds a {type(meta).__name__}, not an object")
+        except Exception as err:
             raise CheckpointError(
                 f"{self.directory}: the checkpoint at step {step} is corrupt or unreadable "
                 f"({type(err).__name__}: {err}); nothing was changed on disk"
             ) from err
-        meta = dict(items["meta"])
         return step, meta, dict(meta.pop("config", None) or {})
 
     def restore(self, like: dict, step: int | None = None) -> tuple[dict, dict, dict]:
         """Restore the trees named in ``like`` into its structure: (trees, meta, config).
+
+        Only those trees are read; leaves come back as jax arrays on the default device.
 
         Raises:
           CheckpointError: no checkpoint, a corrupt one, or trees whose structure, leaf shapes or
             dtypes differ from ``like`` (the message names the first difference).
         """
         step, meta, config = self.read_meta(step)
-        saved = meta.get("trees", {})
+        saved, where = meta.get("trees", {}), f"{self.directory} step {step}"
+        trees = {}
         for name, tree in like.items():
             if name not in saved:
                 raise CheckpointError(
-                    f"{self.directory} step {step}: no '{name}' in the checkpoint (has {sorted(saved)})"
+                    f"{where}: no '{name}' in the checkpoint (has {sorted(saved)})"
                 )
-            _compare(name, saved[name], _describe(tree), f"{self.directory} step {step}")
-        abstract = {  # every saved tree (orbax restores whole items), shapes from the metadata
-            name: {
-                f"leaf_{i:05d}": jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype))
-                for i, (shape, dtype) in enumerate(desc["leaves"])
-            }
-            for name, desc in saved.items()
-        }
-        try:
-            state = self._manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-            )["state"]
-        except Exception as err:
-            raise CheckpointError(
-                f"{self.directory}: the arrays of the checkpoint at step {step} are corrupt or "
-                f"unreadable ({type(err).__name__}: {err}); nothing was changed on disk"
-            ) from err
-        trees = {
-            name: jax.tree.unflatten(
-                jax.tree.structure(tree), [state[name][k] for k in sorted(state[name])]
-            )
-            for name, tree in like.items()
-        }
+            _compare(name, saved[name], _describe(tree), where)
+            path = os.path.join(self.directory, str(step), f"{name}.msgpack")
+            try:
+                with open(path, "rb") as fh:
+                    leaves = serialization.msgpack_restore(fh.read())
+                leaves = [np.asarray(leaves[str(i)]) for i in range(len(saved[name]["leaves"]))]
+                _compare(name, saved[name], _describe(leaves), where, structure=False)
+            except Exception as err:
+                raise CheckpointError(
+                    f"{where}: the arrays of '{name}' are corrupt or unreadable "
+                    f"({type(err).__name__}: {err}); nothing was changed on disk"
+                ) from err
+            trees[name] = jax.tree.unflatten(jax.tree.structure(tree), list(jax.device_put(leaves)))
         return trees, meta, config
 
     def wait(self) -> None:
-        """Block until pending (asynchronous) saves are on disk."""
-        self._manager.wait_until_finished()
+        """Saves are synchronous: nothing to wait for (kept for callers that expect it)."""
 
     def close(self) -> None:
-        self._manager.close()
+        """Nothing to release (kept for callers that expect it)."""
 
     def _step(self, step):
         steps = self.all_steps()
@@ -165,11 +182,16 @@ class Checkpointer:
         return step
 
 
-def _compare(name: str, saved: dict, live: dict, where: str) -> None:
-    if saved["treedef"] != live["treedef"]:
+def _compare(name: str, saved: dict, live: dict, where: str, structure: bool = True) -> None:
+    if structure and saved["treedef"] != live["treedef"]:
         raise CheckpointError(
             f"{where}: '{name}' has a different tree structure than the current one "
             f"(saved {saved['treedef']}, current {live['treedef']})"
+        )
+    if len(saved["leaves"]) != len(live["leaves"]):
+        raise CheckpointError(
+            f"{where}: '{name}' has {len(saved['leaves'])} leaves in the checkpoint, but the "
+            f"current tree has {len(live['leaves'])}"
         )
     for i, (got, want) in enumerate(zip(saved["leaves"], live["leaves"])):
         if list(got[0]) != list(want[0]) or got[1] != want[1]:

@@ -100,7 +100,7 @@ class TrainConfig:
     """Optimisation: adam on a learning-rate ``schedule``, global-norm clipping at ``clip``.
 
     val_every / patience: validation NLL every that many steps (needs data), early stopping after
-    ``patience`` validations without improvement (None: never). checkpoint_every / keep: orbax
+    ``patience`` validations without improvement (None: never). checkpoint_every / keep:
     checkpoints, the last ``keep`` kept. resume: continue from the run folder's last checkpoint
     (needs ``output.run_id: seed``). log_every: steps between rows of metrics.jsonl.
     """

@@ -28,7 +28,7 @@ import optax
 from flowjax_lab import config as cfg
 from flowjax_lab import data as D
 from flowjax_lab import plots
-from flowjax_lab.core import Flow, chain, data_init, make_flow, partition, stack
+from flowjax_lab.core import Flow, chain, data_init, make_flow, stack
 from flowjax_lab.objectives import importance_diagnostics
 from flowjax_lab.targets import QUADRATURE_LOG_Z, TARGETS, Target
 
@@ -456,18 +456,10 @@ def load_run(run_dir: str | Path) -> tuple[cfg.Config, Problem, Flow, Any]:
         )
         problem = build_problem(config, standardizer)
         flow = build_flow(config, problem.dim)
-        like = jax.eval_shape(  # the trees fl.fit saves, all of them (shapes only, no compile)
-            lambda k: {
-                "params": (p := flow.init(k)),
-                "opt_state": build_optimizer(config.train).init(partition(p)[0]),
-                "best_params": p,
-                "key": jax.random.key_data(k),
-            },
-            jax.random.key(0),
-        )
-        like = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), like)
-        trees, _, _ = ckpt.restore(like)
         name = "best_params" if meta.get("best_step") is not None else "params"
+        like = jax.eval_shape(flow.init, jax.random.key(0))  # shapes only, no compile
+        like = {name: jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), like)}
+        trees, _, _ = ckpt.restore(like)  # reads only that tree
     finally:
         ckpt.close()
     return config, problem, flow, trees[name]

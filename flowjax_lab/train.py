@@ -1,7 +1,7 @@
 """``fit``: one optax loop for maximum likelihood, reverse KL, their mixes and schedules.
 
 The update step is traced and compiled once per ``fit`` call; up to ``steps_per_chunk`` steps
-run inside one compiled ``lax.scan``, so Python dispatch is paid once per chunk. Every random
+run inside one compiled loop, so Python dispatch is paid once per chunk. Every random
 choice is a function of (key, step): step s draws its base samples from fold_in(key, s), and
 epoch e shuffles the data by a permutation seeded by (key, e), so a resumed run matches an
 uninterrupted one. Objective weights live in an array indexed by step inside the compiled step:
@@ -60,6 +60,19 @@ class FitResult(NamedTuple):
     stopped_early: bool
     traces: int
     last_params: Any
+
+
+class _Chunk(NamedTuple):
+    """A dispatched chunk: steps start .. stop - 1 from (tr, opt) to (new_tr, new_opt)."""
+
+    start: int
+    stop: int
+    tr: Any
+    opt: Any
+    new_tr: Any
+    new_opt: Any
+    outs: Any
+    val: Any
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -129,7 +142,7 @@ def fit(
       checkpoint_dir: save every ``checkpoint_every`` steps, at the end and on divergence, keeping
         the last ``keep``; ``resume=True`` continues from the latest (with its saved key).
       progress: tqdm bar with step, loss and validation loss; None shows it only on a terminal.
-      steps_per_chunk: steps per compiled ``lax.scan`` call (capped by val/checkpoint periods).
+      steps_per_chunk: steps per compiled loop call (capped by val/checkpoint periods).
       config: a JSON-able dict stored with every checkpoint.
 
     Raises:
@@ -269,27 +282,39 @@ def fit(
         }
         ckpt.save(at, trees, meta, config)
 
-    def run_chunk(start, stop):
+    def next_stop(start):
+        stop = min(start + length, steps)
+        if val_data is not None:
+            stop = min(stop, (start // val_every + 1) * val_every)
+        if ckpt is not None:
+            stop = min(stop, (start // checkpoint_every + 1) * checkpoint_every)
+        return stop
+
+    def launch(start, tr, opt, stop=None):
+        """Dispatch one chunk (and its validation) without waiting for it."""
+        stop = next_stop(start) if stop is None else stop
         idx = None if shuffler is None else jnp.asarray(shuffler.indices(start, length))
-        tr, opt, outs = chunk(
-            trainable, opt_state, step_key, idx, data, ctx_rows, jnp.int32(start), jnp.int32(stop)
+        new_tr, new_opt, outs = chunk(
+            tr, opt, step_key, idx, data, ctx_rows, jnp.int32(start), jnp.int32(stop)
         )
-        return tr, opt, jax.device_get(outs)
+        validate = val_data is not None and (stop % val_every == 0 or stop == steps)
+        val = val_fn(new_tr, val_x, val_ctx) if validate else None
+        return _Chunk(start, stop, tr, opt, new_tr, new_opt, outs, val)
 
     show = sys.stderr.isatty() if progress is None else bool(progress)
     bar = tqdm(total=steps, initial=step, disable=not show, desc="fit", dynamic_ncols=True)
     try:
-        while step < steps and not best["stopped"]:
-            stop = min(step + length, steps)
-            if val_data is not None:
-                stop = min(stop, (step // val_every + 1) * val_every)
-            if ckpt is not None:
-                stop = min(stop, (step // checkpoint_every + 1) * checkpoint_every)
-            new_tr, new_opt, (loss, parts, gnorm, w) = run_chunk(step, stop)
-            ran = stop - step
+        cur = launch(step, trainable, opt_state) if step < steps and not best["stopped"] else None
+        while cur is not None:
+            # Pipelining: the next chunk is dispatched before this one's results are read, so the
+            # host work below (NaN scan, history, validation read-out, checkpoint write, progress)
+            # overlaps device compute. A chunk that turns out not to be needed is dropped.
+            nxt = launch(cur.stop, cur.new_tr, cur.new_opt) if cur.stop < steps else None
+            loss, parts, gnorm, w = jax.device_get(cur.outs)
+            ran = cur.stop - cur.start
             bad = np.flatnonzero(~(np.isfinite(loss[:ran]) & np.isfinite(gnorm[:ran])))
             ok = ran if bad.size == 0 else int(bad[0])
-            hist["step"].append(np.arange(step, step + ok))
+            hist["step"].append(np.arange(cur.start, cur.start + ok))
             hist["loss"].append(loss[:ok])
             hist["grad_norm"].append(gnorm[:ok])
             hist["time"].append(np.full(ok, time.perf_counter() - t0))
@@ -297,9 +322,11 @@ def fit(
                 hist[f"loss_{t}"].append(parts[:ok, j])
                 hist[f"weight_{t}"].append(w[:ok, TERMS.index(t)])
             if bad.size:  # redo the chunk up to the bad step: the state after the last good one
-                at = step + ok
+                at = cur.start + ok
+                trainable, opt_state = cur.tr, cur.opt
                 if ok:
-                    trainable, opt_state, _ = run_chunk(step, at)
+                    redo = launch(cur.start, cur.tr, cur.opt, stop=at)
+                    trainable, opt_state = redo.new_tr, redo.new_opt
                 save(at)
                 where = f" and in the checkpoint at step {at}" if ckpt is not None else ""
                 raise TrainingDivergedError(
@@ -311,10 +338,10 @@ def fit(
                     opt_state,
                     _history(hist),
                 )
-            trainable, opt_state, step = new_tr, new_opt, stop
+            trainable, opt_state, step = cur.new_tr, cur.new_opt, cur.stop
             postfix = {"loss": f"{float(loss[ran - 1]):.4f}"}
-            if val_data is not None and (step % val_every == 0 or step == steps):
-                v = float(val_fn(trainable, val_x, val_ctx))
+            if cur.val is not None:
+                v = float(cur.val)
                 hist["val_step"].append(np.asarray([step]))
                 hist["val_loss"].append(np.asarray([v]))
                 if best["val_loss"] is None or v < best["val_loss"]:
@@ -327,10 +354,9 @@ def fit(
                 save(step)
             bar.set_postfix(postfix, refresh=False)
             bar.update(ran)
+            cur = None if best["stopped"] else nxt
     finally:
         bar.close()
-        if ckpt is not None:
-            ckpt.wait()
     last = combine(trainable, fixed)
     return FitResult(
         params=best["params"] if val_data is not None else last,

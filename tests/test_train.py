@@ -297,11 +297,8 @@ def test_bad_checkpoints_raise_and_nothing_is_overwritten(tmp_path):
             optimizer=optax.sgd(1e-3),
             **kw,
         )
-    for root, _, files in os.walk(tmp_path / "20" / "state"):  # corrupt the latest checkpoint
-        for f in files:
-            if f != "commit_success.txt":
-                with open(os.path.join(root, f), "wb") as fh:
-                    fh.write(b"garbage")
+    with open(tmp_path / "20" / "params.msgpack", "wb") as fh:  # corrupt the latest checkpoint
+        fh.write(b"garbage")
     with pytest.raises(CheckpointError, match="corrupt"):
         fl.fit(
             jax.random.key(0),
@@ -313,3 +310,32 @@ def test_bad_checkpoints_raise_and_nothing_is_overwritten(tmp_path):
             **{k: v for k, v in kw.items() if k != "steps"},
         )
     assert sorted(os.listdir(tmp_path)) == before == ["10", "20"]
+
+
+def test_checkpointer_keeps_last_k_reads_only_asked_trees_and_ignores_partial_saves(tmp_path):
+    trees = {
+        "params": {"w": jnp.arange(6.0).reshape(2, 3), "perm": jnp.array([1, 0], jnp.int32)},
+        "opt_state": (jnp.zeros(()), {"mu": jnp.ones(3)}),
+    }
+    ckpt = Checkpointer(tmp_path, keep=2)
+    for step in (10, 20, 30):
+        ckpt.save(step, trees, {"loss": [1.0, float("nan")]}, {"lr": 1e-3})
+    assert ckpt.all_steps() == [20, 30]
+    os.makedirs(tmp_path / ".tmp-40-abc")  # an interrupted save is not a step
+    (tmp_path / "40").mkdir()  # nor is a folder without its meta.json
+    assert ckpt.latest_step() == 30
+    os.remove(tmp_path / "30" / "opt_state.msgpack")  # only 'params' is read
+    got, meta, config = ckpt.restore({"params": trees["params"]})
+    chex.assert_trees_all_equal(got["params"], trees["params"])
+    assert meta["step"] == 30 and meta["loss"] == [1.0, None] and config == {"lr": 1e-3}
+    assert isinstance(got["params"]["w"], jax.Array)
+    with pytest.raises(CheckpointError, match="'opt_state' are corrupt or unreadable"):
+        ckpt.restore(trees)
+    with pytest.raises(CheckpointError, match="already exists"):
+        ckpt.save(30, trees)
+    with open(tmp_path / "20" / "params.msgpack", "r+b") as fh:  # truncated file
+        fh.truncate(20)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        ckpt.restore({"params": trees["params"]}, step=20)
+    with pytest.raises(CheckpointError, match="no checkpoint for step 5"):
+        ckpt.restore({"params": trees["params"]}, step=5)
