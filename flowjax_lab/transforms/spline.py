@@ -78,16 +78,30 @@ def spline_knots(
     The knots run from -B to B; the derivatives at the ends are 1 (matching the identity tails).
     The spline maps x knot j to y knot j with slope derivative j.
     """
+    xk, yk = _checked_knots(widths, heights, derivatives, bound)
+    inner = _derivative(derivatives)
+    ones = jnp.ones((*derivatives.shape[:-1], 1), inner.dtype)
+    return xk, yk, jnp.concatenate([ones, inner, ones], axis=-1)
+
+
+def _derivative(raw: Array) -> Array:
+    return jax.nn.softplus(raw + _DERIVATIVE_SHIFT) + MIN_DERIVATIVE
+
+
+def _checked_knots(widths, heights, derivatives, bound) -> tuple[Array, Array]:
     if widths.shape[-1] != heights.shape[-1] or derivatives.shape[-1] != widths.shape[-1] - 1:
         raise ValueError(
             "rational_quadratic_spline: expected K widths, K heights and K - 1 derivatives, got "
             f"{widths.shape[-1]}, {heights.shape[-1]} and {derivatives.shape[-1]}"
         )
-    xk = _knots(widths, bound, MIN_BIN_WIDTH)
-    yk = _knots(heights, bound, MIN_BIN_HEIGHT)
-    inner = jax.nn.softplus(derivatives + _DERIVATIVE_SHIFT) + MIN_DERIVATIVE
-    ones = jnp.ones((*derivatives.shape[:-1], 1), inner.dtype)
-    return xk, yk, jnp.concatenate([ones, inner, ones], axis=-1)
+    return _knots(widths, bound, MIN_BIN_WIDTH), _knots(heights, bound, MIN_BIN_HEIGHT)
+
+
+def _knot_derivatives(pick, raw: Array) -> tuple[Array, Array]:
+    """The derivatives at the bin's two knots, from the raw entries picked first: 2 softplus
+    per element instead of K - 1. Zero padding gives the end knots derivative 1 (to rounding)."""
+    padded = jnp.pad(raw, [(0, 0)] * (raw.ndim - 1) + [(1, 1)])
+    return _derivative(pick(padded, 0)), _derivative(pick(padded, 1))
 
 
 def _bin(v: Array, knots: Array) -> Callable[[Array, int], Array]:
@@ -98,18 +112,37 @@ def _bin(v: Array, knots: Array) -> Callable[[Array, int], Array]:
     is needed, and a point exactly on knot j starts bin j. (A gather along the last axis: on
     CPU it measured ~1.7x faster than a one-hot select over the K bins.)
     """
-    index = jnp.sum(v[..., None] >= knots[..., 1:-1], axis=-1)[..., None]
+    index = jnp.sum(v[..., None] >= knots[..., 1:-1], axis=-1)
 
     def pick(a, offset):
-        return jnp.take_along_axis(a, index + offset, axis=-1)[..., 0]
+        return _take(a, index + offset)
 
     return pick
 
 
+@jax.custom_jvp
+def _take(a: Array, index: Array) -> Array:
+    """``a[..., index]`` per element (a gather along the last axis)."""
+    return jnp.take_along_axis(a, index[..., None], axis=-1)[..., 0]
+
+
+@_take.defjvp
+def _take_jvp(primals, tangents):
+    # The tangent as a one-hot masked sum, not a gather: its transpose (the gradient) is then a
+    # broadcast select instead of a scatter-add, ~2x faster for a spline flow's training step.
+    a, index = primals
+    one_hot = index[..., None] == jnp.arange(a.shape[-1])
+    return _take(a, index), jnp.sum(jnp.where(one_hot, tangents[0], 0.0), axis=-1)
+
+
 def _rqs_log_derivative(s, d0, d1, xi, den):
-    """log dy/dx of the bin's rational quadratic at xi (eq. 5 of Durkan et al.)."""
+    """log dy/dx of the bin's rational quadratic at xi (eq. 5 of Durkan et al.).
+
+    One log of num (s / den)^2 instead of three (the factors are bounded by the minimum bin
+    sizes and derivatives, ~1e-3 to 1e3, so nothing overflows).
+    """
     num = d1 * xi**2 + 2.0 * s * xi * (1.0 - xi) + d0 * (1.0 - xi) ** 2
-    return 2.0 * jnp.log(s) + jnp.log(num) - 2.0 * jnp.log(den)
+    return jnp.log(num * (s / den) ** 2)
 
 
 def rational_quadratic_spline(
@@ -129,12 +162,12 @@ def rational_quadratic_spline(
     Returns:
         ``(y, log dy/dx)``, both shaped like ``x``.
     """
-    xk, yk, dk = spline_knots(widths, heights, derivatives, bound)
+    xk, yk = _checked_knots(widths, heights, derivatives, bound)
     inside = jnp.abs(x) <= bound
     xc = jnp.where(inside, x, 0.0)  # not clip: its gradient is 1/2 at x = +-B
     pick = _bin(xc, xk)
     x0, x1, y0, y1 = pick(xk, 0), pick(xk, 1), pick(yk, 0), pick(yk, 1)
-    d0, d1 = pick(dk, 0), pick(dk, 1)
+    d0, d1 = _knot_derivatives(pick, derivatives)
     w, h = x1 - x0, y1 - y0
     s = h / w
     xi = (xc - x0) / w
@@ -157,12 +190,12 @@ def rational_quadratic_spline_inverse(
     Returns:
         ``(x, log dx/dy)``, both shaped like ``y``.
     """
-    xk, yk, dk = spline_knots(widths, heights, derivatives, bound)
+    xk, yk = _checked_knots(widths, heights, derivatives, bound)
     inside = jnp.abs(y) <= bound
     yc = jnp.where(inside, y, 0.0)
     pick = _bin(yc, yk)
     x0, x1, y0, y1 = pick(xk, 0), pick(xk, 1), pick(yk, 0), pick(yk, 1)
-    d0, d1 = pick(dk, 0), pick(dk, 1)
+    d0, d1 = _knot_derivatives(pick, derivatives)
     w, h = x1 - x0, y1 - y0
     s = h / w
     dy = yc - y0
