@@ -4,11 +4,18 @@ Runs on CPU, GPU or TPU (prints the device). When flowjax is installed (``pip in
 ".[bench]"``) the same architectures are built there and our/their speed ratios are printed in
 the same run (ratio > 1: we are faster). Results: a table on stdout and benchmarks/results/
 throughput.json. Usage: ``python benchmarks/throughput.py [--quick]``.
+
+Roofline columns: the conditioners' dense-layer FLOPs per log_prob (counted from the kernels in
+the params) over the time, as a fraction of this machine's float32 matmul rate, for us and for
+flowjax (same architecture, same FLOPs). ``max_possible_vs_flowjax`` = 1 / flowjax's fraction is
+the log_prob ratio an implementation running its matmuls at the full measured rate (and doing
+nothing else) would reach: the ceiling for any log_prob ratio on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +31,7 @@ MODELS = {  # name: (our builder, flowjax builder args, layers)
     "nsf": lambda n: fl.models.nsf(DIM, n, (WIDTH, WIDTH), 8, elementwise_affine=False),
 }
 LAYERS = {"maf": 5, "realnvp": 8, "nsf": 8}
+REPEATS = 7  # timed calls per round; the table gives the median over all rounds
 
 
 def matmul_flops_per_s(n: int = 2048) -> float:
@@ -44,6 +52,19 @@ def _adam_step(loss_fn):
     return opt, step
 
 
+def conditioner_flops(params) -> int:
+    """Dense-layer FLOPs per sample of one log_prob pass: 2 * fan_in * fan_out for every kernel.
+
+    The conditioners' matmuls are almost all of the arithmetic of these flows, so FLOPs / time /
+    matmul rate bounds how fast ANY implementation of the same architecture can be."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    return sum(
+        2 * leaf.size
+        for path, leaf in flat
+        if "kernel" in jax.tree_util.keystr(path) and jnp.issubdtype(leaf.dtype, jnp.floating)
+    )
+
+
 def ours(name: str, x: jax.Array, step_batch: jax.Array, n_sample: int) -> dict:
     flow = MODELS[name](LAYERS[name])
     params = flow.init(jax.random.key(1))
@@ -52,11 +73,12 @@ def ours(name: str, x: jax.Array, step_batch: jax.Array, n_sample: int) -> dict:
     sample = jax.jit(flow.sample, static_argnums=2)
     opt, step = _adam_step(fl.forward_kl(flow))
     state = opt.init(params)
-    return {
-        "log_prob_s": time_call(log_prob, params, x),
-        "sample_s": time_call(sample, params, jax.random.key(3), n_sample),
-        "step_s": time_call(step, params, state, step_batch),
+    calls = {
+        "log_prob": lambda: log_prob(params, x),
+        "sample": lambda: sample(params, jax.random.key(3), n_sample),
+        "step": lambda: step(params, state, step_batch),
     }
+    return calls, conditioner_flops(params)
 
 
 def theirs(name: str, x: jax.Array, step_batch: jax.Array, n_sample: int) -> dict | None:
@@ -85,15 +107,28 @@ def theirs(name: str, x: jax.Array, step_batch: jax.Array, n_sample: int) -> dic
     opt, step = _adam_step(lambda p, b: loss(p, static, b))
     state = opt.init(params)
     return {
-        "log_prob_s": time_call(log_prob, dist, x),
-        "sample_s": time_call(sample, dist, jax.random.key(3)),
-        "step_s": time_call(step, params, state, step_batch),
+        "log_prob": lambda: log_prob(dist, x),
+        "sample": lambda: sample(dist, jax.random.key(3)),
+        "step": lambda: step(params, state, step_batch),
     }
+
+
+def time_interleaved(calls: dict, rounds: int) -> dict:
+    """Median seconds per call: ``rounds`` rounds, each timing every call ``REPEATS`` times in
+    turn (after a warm-up of each), so drift in the machine's speed hits all calls alike."""
+    times = {k: [] for k in calls}
+    for fn in calls.values():
+        time_call(fn, repeats=1)
+    for _ in range(rounds):
+        for k, fn in calls.items():
+            times[k].append(time_call(fn, repeats=REPEATS, warmup=1))
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller batch, for a smoke run")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     args = parser.parse_args()
     batch = 1000 if args.quick else 10_000
     info = device_info()
@@ -104,17 +139,22 @@ def main() -> None:
     print(f"float32 matmul rate: {peak / 1e9:.1f} GFLOP/s")
     rows = []
     for name in MODELS:
-        ours_t = ours(name, x, step_batch, batch)
-        theirs_t = theirs(name, x, step_batch, batch)
+        calls, flops = ours(name, x, step_batch, batch)
+        peer = theirs(name, x, step_batch, batch)
+        calls.update({f"flowjax_{k}": fn for k, fn in (peer or {}).items()})
+        t = time_interleaved(calls, args.rounds)
         row = {"model": name, "layers": LAYERS[name], "batch": batch}
         for what in ("log_prob", "sample", "step"):
             n = 512 if what == "step" else batch
-            row[f"{what}_per_s"] = n / ours_t[f"{what}_s"]
-            if theirs_t is not None:
-                row[f"{what}_vs_flowjax"] = theirs_t[f"{what}_s"] / ours_t[f"{what}_s"]
-        if name == "maf":
-            flops = batch * LAYERS[name] * 2 * (DIM * WIDTH + WIDTH * WIDTH + WIDTH * 2 * DIM)
-            row["log_prob_roofline"] = flops / ours_t["log_prob_s"] / peak
+            row[f"{what}_per_s"] = n / t[what]
+            if peer is not None:
+                row[f"{what}_vs_flowjax"] = t[f"flowjax_{what}"] / t[what]
+        if name == "maf":  # the issue's formula, as a check on the count from the params
+            assert flops == LAYERS[name] * 2 * (DIM * WIDTH + WIDTH**2 + WIDTH * 2 * DIM)
+        row["log_prob_roofline"] = batch * flops / t["log_prob"] / peak
+        if peer is not None:  # same architecture, same FLOPs
+            row["flowjax_roofline"] = batch * flops / t["flowjax_log_prob"] / peak
+            row["max_possible_vs_flowjax"] = 1.0 / row["flowjax_roofline"]
         rows.append(row)
     compile_rows = []
     for layers in (5, 20):
@@ -140,10 +180,13 @@ def main() -> None:
         "step_per_s",
         "step_vs_flowjax",
         "log_prob_roofline",
+        "flowjax_roofline",
+        "max_possible_vs_flowjax",
     ]
     print_table(rows, cols)
     print_table(compile_rows, ["model", "layers", "compile_log_prob_s", "compile_grad_s"])
-    path = write_results("throughput", rows, {"compile": compile_rows, "matmul_flops": peak})
+    extra = {"compile": compile_rows, "matmul_flops": peak, "rounds": args.rounds}
+    path = write_results("throughput", rows, extra)
     print("wrote", path)
 
 

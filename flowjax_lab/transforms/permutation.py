@@ -50,7 +50,12 @@ def permute(indices) -> Transform:
 
 
 def reverse_permutation() -> Transform:
-    """Reverse the last axis: f(x) = x[..., ::-1] = g(x). No params, O(d)."""
+    """Reverse the last axis: f(x) = x[..., ::-1] = g(x). No params, O(d).
+
+    Written as a gather with constant indices rather than XLA's ``rev``: on CPU a flow whose
+    conditioners read the reversed vector ran ~1.5x slower with ``rev`` (measured at batch
+    10,000 with 2 x 128 MLPs; the gradients cost the same either way).
+    """
 
     def init(key, x_example):
         del key, x_example
@@ -58,7 +63,7 @@ def reverse_permutation() -> Transform:
 
     def flip(params, x, *, context=None):
         _check_rank(x, "reverse_permutation")
-        return x[..., ::-1], jnp.zeros((), x.dtype)
+        return x[..., np.arange(x.shape[-1] - 1, -1, -1)], jnp.zeros((), x.dtype)
 
     return Transform(init, flip, flip)
 
