@@ -9,7 +9,9 @@ Roofline columns: the conditioners' dense-layer FLOPs per log_prob (counted from
 the params) over the time, as a fraction of this machine's float32 matmul rate, for us and for
 flowjax (same architecture, same FLOPs). ``max_possible_vs_flowjax`` = 1 / flowjax's fraction is
 the log_prob ratio an implementation running its matmuls at the full measured rate (and doing
-nothing else) would reach: the ceiling for any log_prob ratio on this machine.
+nothing else) would reach: the ceiling for any log_prob ratio on this machine. The
+``handwritten_*`` columns time reference.py's plain-JAX versions of the same models against
+flowjax (for nsf, the conditioner floor: the NSF's MLPs with an affine transformer).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import statistics
 import jax
 import jax.numpy as jnp
 import optax
+import reference
 
 import flowjax_lab as fl
 from _common import compile_seconds, device_info, print_table, time_call, write_results
@@ -113,6 +116,23 @@ def theirs(name: str, x: jax.Array, step_batch: jax.Array, n_sample: int) -> dic
     }
 
 
+def handwritten(name: str, x: jax.Array, step_batch: jax.Array) -> dict:
+    """log_prob and step of reference.py's plain-JAX version (for nsf: the conditioner floor)."""
+    key = jax.random.key(1)
+    if name == "maf":
+        params, log_prob = reference.maf(key, DIM, WIDTH, LAYERS[name])
+    else:
+        per_dim = 3 * 8 - 1 if name == "nsf" else 2
+        params, log_prob = reference.coupling(key, DIM, WIDTH, LAYERS[name], per_dim)
+    opt, step = _adam_step(lambda p, b: -jnp.mean(log_prob(p, b)))
+    state = opt.init(params)
+    log_prob = jax.jit(log_prob)
+    return {
+        "hand_log_prob": lambda: log_prob(params, x),
+        "hand_step": lambda: step(params, state, step_batch),
+    }
+
+
 def time_interleaved(calls: dict, rounds: int) -> dict:
     """Median seconds per call: ``rounds`` rounds, each timing every call ``REPEATS`` times in
     turn (after a warm-up of each), so drift in the machine's speed hits all calls alike."""
@@ -142,6 +162,7 @@ def main() -> None:
         calls, flops = ours(name, x, step_batch, batch)
         peer = theirs(name, x, step_batch, batch)
         calls.update({f"flowjax_{k}": fn for k, fn in (peer or {}).items()})
+        calls.update(handwritten(name, x, step_batch))
         t = time_interleaved(calls, args.rounds)
         row = {"model": name, "layers": LAYERS[name], "batch": batch}
         for what in ("log_prob", "sample", "step"):
@@ -155,6 +176,8 @@ def main() -> None:
         if peer is not None:  # same architecture, same FLOPs
             row["flowjax_roofline"] = batch * flops / t["flowjax_log_prob"] / peak
             row["max_possible_vs_flowjax"] = 1.0 / row["flowjax_roofline"]
+            for what in ("log_prob", "step"):
+                row[f"handwritten_{what}_vs_flowjax"] = t[f"flowjax_{what}"] / t[f"hand_{what}"]
         rows.append(row)
     compile_rows = []
     for layers in (5, 20):
@@ -179,11 +202,18 @@ def main() -> None:
         "sample_vs_flowjax",
         "step_per_s",
         "step_vs_flowjax",
+    ]
+    print_table(rows, cols)
+    print("\nbounds: matmul roofline fractions, and plain-JAX versions (reference.py) vs flowjax")
+    bounds = [
+        "model",
         "log_prob_roofline",
         "flowjax_roofline",
         "max_possible_vs_flowjax",
+        "handwritten_log_prob_vs_flowjax",
+        "handwritten_step_vs_flowjax",
     ]
-    print_table(rows, cols)
+    print_table(rows, bounds)
     print_table(compile_rows, ["model", "layers", "compile_log_prob_s", "compile_grad_s"])
     extra = {"compile": compile_rows, "matmul_flops": peak, "rounds": args.rounds}
     path = write_results("throughput", rows, extra)
