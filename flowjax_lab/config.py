@@ -78,7 +78,7 @@ class TargetConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A ready-made model by name (see ``experiment.MODELS``); ``params`` go to the builder."""
+    """A ready-made model by name (see ``problems.MODELS``); ``params`` go to the builder."""
 
     name: str
     num_layers: int = 5

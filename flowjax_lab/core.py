@@ -78,6 +78,22 @@ def check_event(x: Array, shape: tuple[int, ...], where: str) -> None:
         raise ValueError(f"{where}: expected a floating-point event, got dtype {x.dtype}")
 
 
+def check_vector_event(x: Array, where: str, min_dim: int = 1) -> int:
+    """Raise a ValueError unless ``x`` is one float event of shape (d,), d >= min_dim."""
+    if not hasattr(x, "ndim") or x.ndim != 1:
+        got = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+        raise ValueError(
+            f"{where}: expected one event of shape (d,), got {got} "
+            "(transforms take unbatched events: use jax.vmap for batches)"
+        )
+    check_event(x, x.shape, where)
+    if x.shape[0] < min_dim:
+        raise ValueError(
+            f"{where}: needs at least {min_dim} dimensions, got an event of shape {x.shape}"
+        )
+    return x.shape[0]
+
+
 def is_trainable(leaf: Any) -> bool:
     """Float leaves are trained; integer leaves (e.g. permutation indices) are fixed structure."""
     return jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact)

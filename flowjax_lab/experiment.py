@@ -1,5 +1,7 @@
 """Run an experiment from a config: data or target -> model -> ``fl.fit`` -> a run folder.
 
+The pieces a config builds (flow, data/target problem, optimizer) live in ``problems.py``.
+
 ``run(config)`` writes ``<output.root>/<name>-<timestamp or seed>/`` holding ``config.yaml`` (the
 resolved config), ``metrics.jsonl`` (one JSON object per logged step, then a final summary),
 ``standardizer.json`` (the data standardisation, stored with the model), ``checkpoints/`` and
@@ -13,233 +15,31 @@ config and restore the params from the checkpoint. Callable from Python and note
 from __future__ import annotations
 
 import datetime
-import inspect
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from flowjax_lab import config as cfg
 from flowjax_lab import data as D
 from flowjax_lab import plots
-from flowjax_lab.core import Flow, chain, data_init, make_flow, stack
+from flowjax_lab.core import Flow, data_init
 from flowjax_lab.objectives import importance_diagnostics
-from flowjax_lab.targets import QUADRATURE_LOG_Z, TARGETS, Target
-
-# --------------------------------------------------------------------------- models
-
-
-def _ready_made(name: str, *fields: str) -> Callable[[int, cfg.ModelConfig], Flow]:
-    """A builder: ``fl.models.<name>(dim, **{field: model.<field>}, **model.params)``."""
-
-    def build(dim: int, model: cfg.ModelConfig) -> Flow:
-        from flowjax_lab import models  # noqa: PLC0415  (imported on use: models sit above us)
-
-        fn = getattr(models, name)
-        kwargs = {f: getattr(model, f) for f in fields} | dict(model.params)
-        allowed = [p for p in inspect.signature(fn).parameters if p != "dim"]
-        for key in kwargs:
-            if key not in allowed:
-                raise ValueError(
-                    f"config: unknown key 'model.params.{key}' for fl.models.{name}; "
-                    f"allowed keys: {[p for p in allowed if p not in fields]}"
-                )
-        return fn(dim, **kwargs)
-
-    return build
-
-
-def _linear(dim: int, model: cfg.ModelConfig) -> Flow:
-    """A Gaussian baseline: ``num_layers`` scanned copies of lu_linear -> affine."""
-    from flowjax_lab import transforms as T  # noqa: PLC0415
-
-    if model.params:
-        raise ValueError(f"config: model 'linear' takes no params, got {sorted(model.params)}")
-    return make_flow(stack(chain(T.lu_linear(), T.affine()), model.num_layers), event_shape=(dim,))
-
-
-MODELS: dict[str, Callable[[int, cfg.ModelConfig], Flow]] = {
-    "maf": _ready_made("maf", "num_layers", "hidden", "bins"),
-    "iaf": _ready_made("iaf", "num_layers", "hidden", "bins"),
-    "realnvp": _ready_made("realnvp", "num_layers", "hidden"),
-    "nsf": _ready_made("nsf", "num_layers", "hidden", "bins"),
-    "planar": _ready_made("planar_flow", "num_layers"),
-    "linear": _linear,
-}
-"""Model builders by config name: ``fn(dim, model_config) -> Flow``. Add a model with one line."""
-
-
-def build_flow(config: cfg.Config, dim: int) -> Flow:
-    """The config's model for events of shape (dim,)."""
-    if config.model.name not in MODELS:
-        raise ValueError(
-            f"config key 'model.name': unknown model {config.model.name!r}; "
-            f"allowed: {sorted(MODELS)}"
-        )
-    return MODELS[config.model.name](dim, config.model)
-
-
-# --------------------------------------------------------------------------- data and targets
-
-_DATA_PARAMS = {"gaussian_mixture": ("means", "scales", "weights"), "digits": ("alpha",)}
-DATASETS = (*D.TOY_2D, *_DATA_PARAMS)
-
-
-class Problem(NamedTuple):
-    """What a run trains on. Data arrays are in model units (standardised when asked).
-
-    dim: event dimension. train/val/test: (n, dim) numpy arrays or None. standardizer: the map
-    from data to model units (None: identity). target: the target in data units, or None.
-    data_log_prob: exact log-density of the data in data units, when known. alpha: the logit
-    alpha of digits (None otherwise).
-    """
-
-    dim: int
-    train: np.ndarray | None
-    val: np.ndarray | None
-    test: np.ndarray | None
-    standardizer: D.Standardizer | None
-    target: Target | None
-    target_log_prob: Callable | None  # of one event in model units
-    data_log_prob: Callable | None
-    alpha: float | None
-
-
-def _load_data(dc: cfg.DataConfig, key: jax.Array):
-    """(train, val, test) in data units, the exact log-density if known, the digits alpha."""
-    extra = [k for k in dc.params if k not in _DATA_PARAMS.get(dc.name, ())]
-    if dc.name not in DATASETS:
-        raise ValueError(
-            f"config key 'data.name': unknown data set {dc.name!r}; allowed: {DATASETS}"
-        )
-    if extra:
-        raise ValueError(
-            f"config: unknown key 'data.params.{extra[0]}' for data set {dc.name!r}; "
-            f"allowed keys: {list(_DATA_PARAMS.get(dc.name, ()))}"
-        )
-    k_sample, k_split = jax.random.split(key)
-    if dc.name == "digits":
-        digits = D.load_digits(key, alpha=dc.params.get("alpha", 0.05), fractions=dc.fractions)
-        return (digits.train, digits.val, digits.test), None, digits.alpha
-    if dc.name == "gaussian_mixture":
-        if "means" not in dc.params:
-            raise ValueError("config: missing required key 'data.params.means'")
-        mix = D.gaussian_mixture(
-            dc.params["means"], dc.params.get("scales", 1.0), dc.params.get("weights")
-        )
-        sampler, log_prob = mix.sample, mix.log_prob
-    else:
-        sampler, log_prob = D.TOY_2D[dc.name], D.TOY_2D_LOG_PROB.get(dc.name)
-    draw = jax.jit(  # one compile instead of one per eager op
-        lambda k1, k2: tuple(D.train_val_test_split(k2, sampler(k1, dc.num_samples), dc.fractions))
-    )
-    return draw(k_sample, k_split), log_prob, None
-
-
-def _load_target(tc: cfg.TargetConfig) -> Target:
-    if tc.name not in TARGETS:
-        raise ValueError(
-            f"config key 'target.name': unknown target {tc.name!r}; allowed: {sorted(TARGETS)}"
-        )
-    allowed = list(inspect.signature(TARGETS[tc.name]).parameters)
-    for key in tc.params:
-        if key not in allowed:
-            raise ValueError(
-                f"config: unknown key 'target.params.{key}' for target {tc.name!r}; "
-                f"allowed keys: {allowed}"
-            )
-    return TARGETS[tc.name](**tc.params)
-
-
-def build_problem(config: cfg.Config, standardizer: D.Standardizer | None = None) -> Problem:
-    """Data (split, standardised) and/or target of a config; deterministic in ``config.seed``.
-
-    ``standardizer`` replaces the one fitted on the training split (when reloading a run).
-    """
-    key = jax.random.fold_in(jax.random.key(config.seed), 0)
-    train = val = test = data_log_prob = alpha = target = target_lp = None
-    dim = None
-    if config.data is not None:
-        (train, val, test), data_log_prob, alpha = _load_data(config.data, key)
-        D.check_data(np.asarray(train), name="training data")
-        if standardizer is None and config.data.standardize:
-            standardizer = jax.jit(D.fit_standardizer)(train)
-        if standardizer is not None:
-            train, val, test = jax.jit(lambda s, *a: [D.standardize(s, x) for x in a])(
-                standardizer, train, val, test
-            )
-        train, val, test = (np.asarray(a, np.float32) for a in (train, val, test))
-        dim = train.shape[1]
-    if config.target is not None:
-        target = _load_target(config.target)
-        if dim is not None and target.dim != dim:
-            raise ValueError(f"data dimension {dim} does not match target dimension {target.dim}")
-        dim, target_lp = target.dim, target.log_prob
-        if standardizer is not None:  # pi_s(s) = pi(x(s)) |dx/ds|, x(s) = s * std + mean
-            s, log_std = standardizer, jnp.sum(jnp.log(standardizer.std))
-            target_lp = lambda z, s=s: target.log_prob(D.unstandardize(s, z)) + log_std  # noqa: E731
-    return Problem(dim, train, val, test, standardizer, target, target_lp, data_log_prob, alpha)
-
-
-def true_log_z(config: cfg.Config, target: Target) -> float | None:
-    """The target's log Z: closed form, or the quadrature value on [-4, 4]^2 for U1-U4."""
-    if target.log_z is not None:
-        return float(target.log_z)
-    return QUADRATURE_LOG_Z.get(config.target.name) if not config.target.params else None
-
-
-# --------------------------------------------------------------------------- training pieces
-
-
-def build_optimizer(tc: cfg.TrainConfig) -> optax.GradientTransformation:
-    """Adam on the configured learning-rate schedule, after global-norm clipping."""
-    if tc.schedule == "constant":
-        lr = tc.lr
-    elif tc.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(tc.lr, tc.steps, alpha=0.01)
-    else:
-        warmup = min(tc.warmup_steps, tc.steps - 1)
-        lr = optax.warmup_cosine_decay_schedule(0.0, tc.lr, warmup, tc.steps, tc.lr * 0.01)
-    adam = optax.adam(lr)
-    return adam if tc.clip is None else optax.chain(optax.clip_by_global_norm(tc.clip), adam)
-
-
-def fit_objective(objective: Any) -> Any:
-    """The config's objective in ``fl.fit``'s form (a schedule becomes [(start, objective)])."""
-    if isinstance(objective, tuple):
-        return [(stage.start, stage.objective) for stage in objective]
-    return objective
-
-
-def _in_data_units(flow: Flow, problem: Problem) -> Callable:
-    """log p(x) in data units: log p_model(standardize(x)) + log|det d standardize / dx|."""
-    s = problem.standardizer
-    shift = 0.0 if s is None else D.standardize_logdet(s)
-    to_model = (lambda x: x) if s is None else (lambda x: D.standardize(s, x))
-    return jax.jit(lambda params, x: flow.log_prob(params, to_model(x)) + shift)
-
-
-def batched(fn: Callable, params: Any, x: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """``fn(params, x)`` over rows of x in fixed-size chunks (one compile, bounded memory)."""
-    x = np.asarray(x, np.float32)
-    out = []
-    for i in range(0, len(x), chunk):
-        part = x[i : i + chunk]
-        padded = np.concatenate([part, np.repeat(part[:1], chunk - len(part), 0)], 0)
-        out.append(np.asarray(fn(params, padded))[: len(part)])
-    return np.concatenate(out, 0)
-
-
-def _mean_se(values: np.ndarray) -> tuple[float, float]:
-    values = np.asarray(values, np.float64)
-    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(max(len(values), 1)))
-
+from flowjax_lab.problems import (
+    Problem,
+    batched,
+    build_flow,
+    build_optimizer,
+    build_problem,
+    fit_objective,
+    in_data_units,
+    mean_se,
+    true_log_z,
+)
 
 # --------------------------------------------------------------------------- the run folder
 
@@ -367,11 +167,11 @@ def _evaluate(config, problem: Problem, flow: Flow, params, key) -> dict:
             if x is None or not len(x):
                 continue
             nll = -(batched(log_prob, params, x) + shift)  # per example, data units
-            out[f"{split}_nll"], out[f"{split}_nll_se"] = _mean_se(nll)
+            out[f"{split}_nll"], out[f"{split}_nll_se"] = mean_se(nll)
             if split == "test" and problem.data_log_prob is not None:
                 true = -np.asarray(problem.data_log_prob(_to_data_units(problem, x)))
-                out["test_true_nll"] = _mean_se(true)[0]
-                out["test_kl_gap"] = _mean_se(nll - true)[0]
+                out["test_true_nll"] = mean_se(true)[0]
+                out["test_kl_gap"] = mean_se(nll - true)[0]
             if split == "test" and problem.alpha is not None:
                 y = _to_data_units(problem, x)
                 bpd = D.bits_per_dim(
@@ -412,7 +212,7 @@ def _plots(config, problem: Problem, flow: Flow, params, history, run_dir, key) 
     samples = _samples(problem, flow, params, key, min(config.eval.num_samples, 20000))
     log_density = data = target_lp = None
     if problem.dim == 2:
-        lp = _in_data_units(flow, problem)
+        lp = in_data_units(flow, problem)
         log_density = lambda pts: batched(lp, params, pts)  # noqa: E731
         if problem.train is not None:
             data = _to_data_units(problem, problem.train[:20000])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowjax_lab import cli, experiment
+from flowjax_lab import cli, experiment, problems
 from flowjax_lab import config as C
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
@@ -157,7 +157,7 @@ def test_usage_errors_exit_2(capsys):
     assert "usage: flowjax-lab" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", sorted(experiment.MODELS))
+@pytest.mark.parametrize("name", sorted(problems.MODELS))
 def test_every_model_name_builds(name):
     config = C.from_dict(
         {
@@ -166,7 +166,7 @@ def test_every_model_name_builds(name):
             "data": {"name": "two_moons"},
         }
     )
-    flow = experiment.build_flow(config, 2)
+    flow = problems.build_flow(config, 2)
     assert flow.event_shape == (2,)
 
 
@@ -178,10 +178,10 @@ def test_model_and_target_params_are_checked():
         "objective": "reverse_kl",
     }
     with pytest.raises(ValueError, match=r"unknown key 'model\.params\.colour'.*allowed keys"):
-        experiment.build_flow(C.from_dict(base, ["model.params={colour: red}"]), 2)
+        problems.build_flow(C.from_dict(base, ["model.params={colour: red}"]), 2)
     with pytest.raises(
         ValueError, match=r"unknown key 'target\.params\.width'.*\['dim', 'sigma'\]"
     ):
-        experiment.build_problem(C.from_dict(base, ["target.params={width: 2}"]))
+        problems.build_problem(C.from_dict(base, ["target.params={width: 2}"]))
     with pytest.raises(ValueError, match=r"unknown target 'u9'"):
-        experiment.build_problem(C.from_dict(base, ["target.name=u9"]))
+        problems.build_problem(C.from_dict(base, ["target.name=u9"]))

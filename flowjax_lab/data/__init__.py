@@ -1,7 +1,8 @@
 """Data sets for flowjax_lab: 2-D toys, Gaussian mixtures, digits, splits and checks.
 
 Every sampler takes a `jax.random` key first (new-style `jax.random.key` or legacy
-`jax.random.PRNGKey`). Nothing here imports the rest of flowjax_lab.
+`jax.random.PRNGKey`). Only core (keys) and objectives (bits_per_dim) come from the rest of
+flowjax_lab.
 """
 
 from flowjax_lab.core import as_key
@@ -10,7 +11,6 @@ from flowjax_lab.data.digits import (
     DIGITS_DIM,
     DIGITS_NUM_LEVELS,
     DigitsData,
-    bits_per_dim,
     dequantize,
     inverse_logit_transform,
     load_digits,
@@ -46,6 +46,7 @@ from flowjax_lab.data.toy2d import (
     two_moons,
     two_spirals,
 )
+from flowjax_lab.objectives import bits_per_dim  # one definition, re-exported here
 
 __all__ = [
     "DIGITS_DIM",

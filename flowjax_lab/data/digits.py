@@ -11,7 +11,7 @@ A model trained on y reports nll_y (nats per example). Converting it back:
 
   nll_x = nll_y - logit_logdet(y, a)                   (density of x on [0, 1)^D)
   nll_p = nll_x + D log L                              (density of p + u on [0, L)^D)
-  bits/dim = nll_p / (D log 2)    = bits_per_dim(nll_y, D, logit_logdet(y, a), num_levels=L)
+  bits/dim = nll_p / (D log 2)    = fl.bits_per_dim(nll_y, D, logit_logdet(y, a), num_levels=L)
 
 nll_p is the usual upper bound on the discrete -log P(p) (Theis et al. 2016).
 """
@@ -74,30 +74,6 @@ def logit_logdet(y: jax.Array, alpha: float) -> jax.Array:
     """
     per_dim = math.log(1.0 - 2.0 * alpha) + jax.nn.softplus(y) + jax.nn.softplus(-y)
     return jnp.sum(per_dim, axis=-1)
-
-
-def bits_per_dim(
-    nll_nats: jax.Array,
-    dim: int,
-    preprocessing_logdet: jax.Array = 0.0,
-    num_levels: int | None = None,
-) -> jax.Array:
-    """Converts a model NLL on preprocessed data to bits per dimension of the data.
-
-    bpd = (nll_nats - preprocessing_logdet + [dim log num_levels]) / (dim log 2).
-
-    `preprocessing_logdet` is log|det d(model input)/d(data)| (e.g. `logit_logdet(y, alpha)`
-    or `standardize_logdet(s)`); pass num_levels = L when the data is x = (p + u) / L to report
-    on the integer pixel scale (the usual image bits/dim). Works elementwise on per-example
-    arrays; the mean of the result equals the result for the mean NLL and mean logdet.
-
-    Example:
-      >>> bits_per_dim(100.0, 64, -20.0)   # 120 / (64 log 2) = 2.705...
-    """
-    nll = nll_nats - preprocessing_logdet
-    if num_levels is not None:
-        nll = nll + dim * math.log(num_levels)
-    return nll / (dim * math.log(2.0))
 
 
 def load_digits(

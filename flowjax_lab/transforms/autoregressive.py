@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flowjax_lab.core import Transform, as_key, check_event, invert
+from flowjax_lab.core import Transform, as_key, check_vector_event, invert
 from flowjax_lab.nets import MADE
 from flowjax_lab.transforms.spline import make_transformer
 
@@ -36,22 +36,6 @@ def out_init_scale(fan_in: int) -> float:
     so every layer of the conditioner gets gradient from the first step.
     """
     return OUT_INIT_RELATIVE / math.sqrt(max(fan_in, 1))
-
-
-def check_vector_event(x: Array, where: str, min_dim: int = 1) -> int:
-    """Raise a ValueError unless ``x`` is one float event of shape (d,), d >= min_dim."""
-    if not hasattr(x, "ndim") or x.ndim != 1:
-        got = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
-        raise ValueError(
-            f"{where}: expected one event of shape (d,), got {got} "
-            "(transforms take unbatched events: use jax.vmap for batches)"
-        )
-    check_event(x, x.shape, where)
-    if x.shape[0] < min_dim:
-        raise ValueError(
-            f"{where}: needs at least {min_dim} dimensions, got an event of shape {x.shape}"
-        )
-    return x.shape[0]
 
 
 def check_context(context, context_dim: int, dtype, where: str) -> Array | None:

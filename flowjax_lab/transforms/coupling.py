@@ -20,12 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax_lab.core import Transform, as_key
+from flowjax_lab.core import Transform, as_key, check_vector_event
 from flowjax_lab.nets import MLP
 from flowjax_lab.transforms.autoregressive import (
     check_context,
     check_params,
-    check_vector_event,
     out_init_scale,
 )
 from flowjax_lab.transforms.spline import Transformer, make_transformer

@@ -14,7 +14,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from flowjax_lab.core import Transform, as_key, check_event
+from flowjax_lab.core import Transform, as_key, check_event, check_vector_event
 
 _SHIFT = math.log(math.e - 1.0)  # softplus(_SHIFT) = 1
 _NEWTON_ITERS = 60  # safeguarded Newton: bisection fallback, exact to float64 in the worst case
@@ -124,8 +124,7 @@ def planar() -> Transform:
     keys = {"w": True, "u": True, "b": False}
 
     def init(key, x_example):
-        if x_example.ndim != 1:
-            raise ValueError(f"planar: expected an event of shape (d,), got {x_example.shape}")
+        check_vector_event(x_example, "planar.init")
         d, dtype = x_example.shape[0], x_example.dtype
         w = jax.random.normal(as_key(key), (d,), dtype) / math.sqrt(d)
         return {"w": w, "u": jnp.zeros((d,), dtype), "b": jnp.zeros((), dtype)}
@@ -201,8 +200,7 @@ def radial() -> Transform:
     keys = {"center": True, "raw_alpha": False, "raw_beta": False}
 
     def init(key, x_example):
-        if x_example.ndim != 1:
-            raise ValueError(f"radial: expected an event of shape (d,), got {x_example.shape}")
+        check_vector_event(x_example, "radial.init")
         d, dtype = x_example.shape[0], x_example.dtype
         zero = jnp.zeros((), dtype)
         center = jax.random.normal(as_key(key), (d,), dtype)
