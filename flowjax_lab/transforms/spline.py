@@ -59,15 +59,63 @@ def affine_transformer_inverse(y: Array, raw: Array) -> tuple[Array, Array]:
 # --------------------------------------------------------------------------- spline transformer
 
 
+def _fractions(raw: Array, min_size: float) -> Array:
+    """K raw sizes -> K bin fractions summing to 1, each at least ``min_size``."""
+    return min_size + (1.0 - min_size * raw.shape[-1]) * jax.nn.softmax(raw, axis=-1)
+
+
+def _partial_sums(fractions: Array) -> Array:
+    """(..., K) -> (..., K - 1): entry j sums fractions[: j + 1] (a matmul with a constant 0/1
+    matrix, ~3x faster on CPU than a cumsum over a short axis)."""
+    bins = fractions.shape[-1]
+    return fractions @ jnp.asarray(np.triu(np.ones((bins, bins - 1))), fractions.dtype)
+
+
 def _knots(raw: Array, bound: float, min_size: float) -> Array:
     """K raw sizes -> K + 1 increasing knots from -B to B, every bin at least ``min_size * 2B``."""
-    bins = raw.shape[-1]
-    sizes = min_size + (1.0 - min_size * bins) * jax.nn.softmax(raw, axis=-1)
-    # cumulative sums as a matmul with a constant 0/1 matrix (3x faster than a tiny cumsum)
-    partial_sums = np.triu(np.ones((bins, bins - 1)))  # column j sums sizes[: j + 1]
-    inner = -bound + 2.0 * bound * (sizes @ jnp.asarray(partial_sums, raw.dtype))
+    inner = -bound + 2.0 * bound * _partial_sums(_fractions(raw, min_size))
     ends = jnp.full((*raw.shape[:-1], 1), bound, raw.dtype)
     return jnp.concatenate([-ends, inner, ends], axis=-1)
+
+
+@jax.custom_jvp
+def _sum_below(fractions: Array, index: Array) -> Array:
+    """``sum(fractions[..., :index])`` per element (index in [0, K]), read off the partial sums
+    by a gather; index 0 gives exactly 0 and index K exactly 1, so the end knots are exact."""
+    edge = [(0, 0)] * (fractions.ndim - 1)
+    sums = jnp.pad(_partial_sums(fractions), [*edge, (1, 0)])
+    sums = jnp.pad(sums, [*edge, (0, 1)], constant_values=1.0)
+    return jnp.take_along_axis(sums, index[..., None], axis=-1)[..., 0]
+
+
+@_sum_below.defjvp
+def _sum_below_jvp(primals, tangents):
+    # A masked sum of the tangent: its transpose is a broadcast select, with no transposed
+    # partial-sum matmul and no scatter-add (the training step's spline cost drops ~20%).
+    fractions, index = primals
+    below = jnp.arange(fractions.shape[-1]) < index[..., None]
+    return _sum_below(fractions, index), jnp.sum(jnp.where(below, tangents[0], 0.0), axis=-1)
+
+
+def _bin_geometry(v, widths, heights, derivatives, bound, search_heights: bool):
+    """(x0, w, y0, h, d0, d1) of the bin k holding v (inside [-B, B]), per element.
+
+    k counts the interior knots <= v (searchsorted side="right"), so it lies in [0, K - 1]
+    and a point exactly on knot j starts bin j. Knot j is -B + 2B sum_{i<j} f_i for the bin
+    fractions f (fw, or fh for y); d0, d1 are the derivatives at knots k and k + 1. Values come
+    from gathers (~1.7x faster on CPU than one-hot selects), their tangents from masked sums
+    (see `_take`, `_sum_below`).
+    """
+    _check_sizes(widths, heights, derivatives)
+    fw, fh = _fractions(widths, MIN_BIN_WIDTH), _fractions(heights, MIN_BIN_HEIGHT)
+    knots = -bound + 2.0 * bound * _partial_sums(fh if search_heights else fw)
+    index = jnp.sum(v[..., None] >= jax.lax.stop_gradient(knots), axis=-1)
+    padded = jnp.pad(derivatives, [(0, 0)] * (derivatives.ndim - 1) + [(1, 1)])  # 0: slope 1
+    x0, x1, y0, y1 = (
+        -bound + 2.0 * bound * _sum_below(f, i) for f in (fw, fh) for i in (index, index + 1)
+    )
+    d0, d1 = _derivative(_take(padded, index)), _derivative(_take(padded, index + 1))
+    return x0, x1 - x0, y0, y1 - y0, d0, d1
 
 
 def spline_knots(
@@ -78,7 +126,8 @@ def spline_knots(
     The knots run from -B to B; the derivatives at the ends are 1 (matching the identity tails).
     The spline maps x knot j to y knot j with slope derivative j.
     """
-    xk, yk = _checked_knots(widths, heights, derivatives, bound)
+    _check_sizes(widths, heights, derivatives)
+    xk, yk = _knots(widths, bound, MIN_BIN_WIDTH), _knots(heights, bound, MIN_BIN_HEIGHT)
     inner = _derivative(derivatives)
     ones = jnp.ones((*derivatives.shape[:-1], 1), inner.dtype)
     return xk, yk, jnp.concatenate([ones, inner, ones], axis=-1)
@@ -88,36 +137,12 @@ def _derivative(raw: Array) -> Array:
     return jax.nn.softplus(raw + _DERIVATIVE_SHIFT) + MIN_DERIVATIVE
 
 
-def _checked_knots(widths, heights, derivatives, bound) -> tuple[Array, Array]:
+def _check_sizes(widths, heights, derivatives) -> None:
     if widths.shape[-1] != heights.shape[-1] or derivatives.shape[-1] != widths.shape[-1] - 1:
         raise ValueError(
             "rational_quadratic_spline: expected K widths, K heights and K - 1 derivatives, got "
             f"{widths.shape[-1]}, {heights.shape[-1]} and {derivatives.shape[-1]}"
         )
-    return _knots(widths, bound, MIN_BIN_WIDTH), _knots(heights, bound, MIN_BIN_HEIGHT)
-
-
-def _knot_derivatives(pick, raw: Array) -> tuple[Array, Array]:
-    """The derivatives at the bin's two knots, from the raw entries picked first: 2 softplus
-    per element instead of K - 1. Zero padding gives the end knots derivative 1 (to rounding)."""
-    padded = jnp.pad(raw, [(0, 0)] * (raw.ndim - 1) + [(1, 1)])
-    return _derivative(pick(padded, 0)), _derivative(pick(padded, 1))
-
-
-def _bin(v: Array, knots: Array) -> Callable[[Array, int], Array]:
-    """``pick(a, o)``: per element, entry ``k + o`` of ``a`` (last axis) for the bin k holding v.
-
-    ``v`` is inside [-B, B]. The bin index counts the interior knots <= v (searchsorted
-    side="right" on the interior knots), so it lies in [0, K - 1] by construction: no clipping
-    is needed, and a point exactly on knot j starts bin j. (A gather along the last axis: on
-    CPU it measured ~1.7x faster than a one-hot select over the K bins.)
-    """
-    index = jnp.sum(v[..., None] >= knots[..., 1:-1], axis=-1)
-
-    def pick(a, offset):
-        return _take(a, index + offset)
-
-    return pick
 
 
 @jax.custom_jvp
@@ -162,13 +187,9 @@ def rational_quadratic_spline(
     Returns:
         ``(y, log dy/dx)``, both shaped like ``x``.
     """
-    xk, yk = _checked_knots(widths, heights, derivatives, bound)
     inside = jnp.abs(x) <= bound
     xc = jnp.where(inside, x, 0.0)  # not clip: its gradient is 1/2 at x = +-B
-    pick = _bin(xc, xk)
-    x0, x1, y0, y1 = pick(xk, 0), pick(xk, 1), pick(yk, 0), pick(yk, 1)
-    d0, d1 = _knot_derivatives(pick, derivatives)
-    w, h = x1 - x0, y1 - y0
+    x0, w, y0, h, d0, d1 = _bin_geometry(xc, widths, heights, derivatives, bound, False)
     s = h / w
     xi = (xc - x0) / w
     xi1 = xi * (1.0 - xi)
@@ -190,13 +211,9 @@ def rational_quadratic_spline_inverse(
     Returns:
         ``(x, log dx/dy)``, both shaped like ``y``.
     """
-    xk, yk = _checked_knots(widths, heights, derivatives, bound)
     inside = jnp.abs(y) <= bound
     yc = jnp.where(inside, y, 0.0)
-    pick = _bin(yc, yk)
-    x0, x1, y0, y1 = pick(xk, 0), pick(xk, 1), pick(yk, 0), pick(yk, 1)
-    d0, d1 = _knot_derivatives(pick, derivatives)
-    w, h = x1 - x0, y1 - y0
+    x0, w, y0, h, d0, d1 = _bin_geometry(yc, widths, heights, derivatives, bound, True)
     s = h / w
     dy = yc - y0
     q = d0 + d1 - 2.0 * s
