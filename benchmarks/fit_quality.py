@@ -28,6 +28,8 @@ rate for flowjax):
     flowjax: ``masked_autoregressive_flow(..., invert=False)`` (its IAF direction) with the same
     spline, trained by ``fit_to_key_based_loss`` with ``ElboLoss(target, batch)``.
 flowjax's flows have no per-step affine layer; that is part of what is compared (its defaults).
+Reverse KL draws 1,024 base samples per step in both libraries: with 256, our funnel ESS/n
+ranged 0.67-0.98 over four seeds; with 1,024 it was 0.91-0.99.
 
 Optimisers: fl.fit runs its default (adam, warm-up + cosine decay to lr/10, clipping at norm 1);
 flowjax runs its own default, constant-rate adam, at the same peak lr. ``--same-optimizer``
@@ -56,7 +58,8 @@ from flowjax_lab import targets as fl_targets
 from flowjax_lab import transforms as T
 
 LR = 1e-3
-BATCH = 256
+BATCH = 256  # MLE rows per step
+RKL_BATCH = 1024  # reverse KL base samples per step (both libraries)
 LAYERS, WIDTH, DEPTH = 6, 64, 2
 MLE_BINS, RKL_BINS, BOUND = 16, 8, 4.0
 N_IS = 20_000
@@ -276,7 +279,7 @@ def rkl_rows(name, steps, use_flowjax, same_opt):
             objective="reverse_kl",
             target_log_prob=target,
             steps=steps,
-            batch_size=BATCH,
+            batch_size=RKL_BATCH,
             optimizer=fl.default_optimizer(steps, LR),
             progress=False,
         )
@@ -311,7 +314,7 @@ def rkl_rows(name, steps, use_flowjax, same_opt):
         fj, _ = fit_to_key_based_loss(
             jax.random.key(3),
             fj,
-            loss_fn=ElboLoss(target.log_prob, BATCH),
+            loss_fn=ElboLoss(target.log_prob, RKL_BATCH),
             steps=steps,
             learning_rate=LR,
             show_progress=False,
@@ -373,6 +376,7 @@ def main(quick: bool, same_opt: bool, no_flowjax: bool) -> None:
             "same_optimizer": same_opt,
             "lr": LR,
             "batch": BATCH,
+            "reverse_kl_batch": RKL_BATCH,
             "layers": LAYERS,
             "width": WIDTH,
             "depth": DEPTH,

@@ -112,7 +112,14 @@ def iaf(
         bound=bound,
         context_dim=context_dim,
     )
-    return flow_of_steps(layer, dim, num_layers, permutation=permutation, mixing=mixing)
+    return flow_of_steps(
+        layer,
+        dim,
+        num_layers,
+        permutation=permutation,
+        mixing=mixing,
+        elementwise_affine=elementwise_affine,
+    )
 
 
 def realnvp(

@@ -1,7 +1,9 @@
 """``fit``: one optax loop for maximum likelihood, reverse KL, their mixes and schedules.
 
 The update step is traced and compiled once per ``fit`` call; up to ``steps_per_chunk`` steps
-run inside one compiled loop, so Python dispatch is paid once per chunk. Every random
+run inside one compiled loop, so Python dispatch is paid once per chunk, and the next chunk is
+dispatched before the host reads the last one (NaN check, history, validation, checkpoint and
+progress overlap device work). Every random
 choice is a function of (key, step): step s draws its base samples from fold_in(key, s), and
 epoch e shuffles the data by a permutation seeded by (key, e), so a resumed run matches an
 uninterrupted one. Objective weights live in an array indexed by step inside the compiled step:

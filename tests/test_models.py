@@ -57,6 +57,22 @@ def test_models_build_and_agree_with_their_samples(name):
     chex.assert_trees_all_close(lp, jax.jit(flow.log_prob)(params, x), atol=2e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("name", ["maf", "iaf", "nsf"])
+def test_elementwise_affine_option_adds_one_affine_per_step(name):
+    """The option must reach the flow: a step with it has one more params entry, per layer."""
+    build = getattr(fl.models, name)
+    sizes = {}
+    for on in (False, True):
+        params = build(3, 2, (8,), elementwise_affine=on).init(jax.random.key(0))
+        sizes[on] = len(jax.tree.leaves(params))
+        n_affine = sum(
+            "shift" in jax.tree_util.keystr(path)
+            for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+        )
+        assert n_affine == int(on), (name, on, n_affine)
+    assert sizes[True] > sizes[False]
+
+
 def test_bad_model_arguments():
     with pytest.raises(ValueError, match="permutation must be one of"):
         fl.models.maf(3, 2, permutation="shuffle")
