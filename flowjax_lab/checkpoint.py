@@ -166,12 +166,6 @@ class Checkpointer:
             trees[name] = jax.tree.unflatten(jax.tree.structure(tree), list(jax.device_put(leaves)))
         return trees, meta, config
 
-    def wait(self) -> None:
-        """Saves are synchronous: nothing to wait for (kept for callers that expect it)."""
-
-    def close(self) -> None:
-        """Nothing to release (kept for callers that expect it)."""
-
     def _step(self, step):
         steps = self.all_steps()
         if not steps:

@@ -248,20 +248,17 @@ def load_run(run_dir: str | Path) -> tuple[cfg.Config, Problem, Flow, Any]:
         raise ValueError(f"{run_dir} is not a run folder (needs config.yaml and checkpoints/)")
     config = cfg.load_config(run_dir / "config.yaml")
     ckpt = Checkpointer(run_dir / "checkpoints", keep=max(config.train.keep, 1))
-    try:
-        _, meta, saved = ckpt.read_meta()
-        s = saved.get("standardizer")
-        standardizer = (
-            None if s is None else D.Standardizer(*(jnp.asarray(s[k]) for k in ("mean", "std")))
-        )
-        problem = build_problem(config, standardizer)
-        flow = build_flow(config, problem.dim)
-        name = "best_params" if meta.get("best_step") is not None else "params"
-        like = jax.eval_shape(flow.init, jax.random.key(0))  # shapes only, no compile
-        like = {name: jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), like)}
-        trees, _, _ = ckpt.restore(like)  # reads only that tree
-    finally:
-        ckpt.close()
+    _, meta, saved = ckpt.read_meta()
+    s = saved.get("standardizer")
+    standardizer = (
+        None if s is None else D.Standardizer(*(jnp.asarray(s[k]) for k in ("mean", "std")))
+    )
+    problem = build_problem(config, standardizer)
+    flow = build_flow(config, problem.dim)
+    name = "best_params" if meta.get("best_step") is not None else "params"
+    like = jax.eval_shape(flow.init, jax.random.key(0))  # shapes only, no compile
+    like = {name: jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), like)}
+    trees, _, _ = ckpt.restore(like)  # reads only that tree
     return config, problem, flow, trees[name]
 
 
