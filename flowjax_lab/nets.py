@@ -24,7 +24,16 @@ Array = jax.Array
 Activation = Callable[[Array], Array]
 Initializer = Callable[..., Array]
 
-__all__ = ["MADE", "MLP", "MaskedDense", "degree_mask", "made_degrees", "made_masks"]
+__all__ = [
+    "MADE",
+    "MLP",
+    "MaskedDense",
+    "degree_mask",
+    "made_degrees",
+    "made_masks",
+    "made_rank_block",
+    "rank_groups",
+]
 
 
 def _param_dtype(x: Array) -> jnp.dtype:
@@ -54,10 +63,11 @@ def made_degrees(
 ) -> tuple[np.ndarray, ...]:
     """Degrees of the input and hidden units of a MADE.
 
-    Input ``j`` has degree ``order[j] + 1`` in {1..d}. Hidden layers get the cyclic degrees
-    ``arange(width) % max(1, d - 1) + min(1, d - 1)``, i.e. {1..d-1} ({0} when d = 1), so every
-    degree occurs when ``width >= d - 1``. A unit of degree m may depend only on inputs of
-    degree <= m. Deterministic; cost O(d + sum(hidden)).
+    Input ``j`` has degree ``order[j] + 1`` in {1..d}. Hidden layers get the degrees
+    {1..d-1} ({0} when d = 1) in turn, ``arange(width) % max(1, d - 1)``, sorted ascending
+    (+1), so every degree occurs when ``width >= d - 1`` and the units of degree <= m are a
+    prefix of the layer (`made_rank_block` slices them). A unit of degree m may depend only on
+    inputs of degree <= m. Deterministic; cost O(d + sum(hidden)).
 
     Args:
         d: event dimension (>= 1).
@@ -73,7 +83,7 @@ def made_degrees(
         raise ValueError(f"hidden widths must be >= 1, got {tuple(hidden)}")
     degrees = [_check_order(order, d) + 1]
     for width in hidden:
-        degrees.append(np.arange(width) % max(1, d - 1) + min(1, d - 1))
+        degrees.append(np.sort(np.arange(width) % max(1, d - 1)) + min(1, d - 1))
     return tuple(degrees)
 
 
@@ -274,3 +284,82 @@ class MADE(nn.Module):
                 name="context_output",
             )(context)
         return y.reshape(*y.shape[:-1], d, self.num_params)
+
+
+# --------------------------------------------------------------------------- sequential passes
+
+
+def rank_groups(d: int, max_groups: int = 8) -> tuple[tuple[int, int], ...]:
+    """Split the ranks 0..d-1 into ``min(d, max_groups)`` contiguous ``(lo, hi)`` blocks."""
+    if d < 1 or max_groups < 1:
+        raise ValueError(f"need d >= 1 and max_groups >= 1, got d={d}, max_groups={max_groups}")
+    return tuple(
+        (int(b[0]), int(b[-1]) + 1) for b in np.array_split(np.arange(d), min(d, max_groups))
+    )
+
+
+def _take(a: Array, index: np.ndarray, axis: int) -> Array:
+    """``jnp.take(a, index, axis)`` for a static index; a slice when it is a contiguous range."""
+    if len(index) == 0 or np.array_equal(index, np.arange(index[0], index[0] + len(index))):
+        start = int(index[0]) if len(index) else 0
+        return jax.lax.slice_in_dim(a, start, start + len(index), axis=axis)
+    return jnp.take(a, index, axis=axis)
+
+
+def made_rank_block(
+    made: MADE, params, d: int, lo: int, hi: int
+) -> Callable[[Array, Array | None], Array]:
+    """The part of a MADE that gives the params of the dimensions of rank ``lo..hi-1`` only.
+
+    Output rank r (degree r + 1) reads hidden units of degree <= r, which read only units and
+    inputs of degree <= r. So the outputs of ranks < hi need only the hidden units of degree
+    <= hi - 1 and the inputs of rank < hi - 1: a sub-network with those units, whose outputs
+    equal the full MADE's (up to the order of float sums). Used by sequential (sampling) passes:
+    a pass for the ranks of ``[lo, hi)`` costs about ``((hi - 1) / (d - 1))^2`` of a full pass
+    in the hidden-to-hidden layers.
+
+    Args:
+        made: the module whose flax ``params`` (the ``"params"`` collection) are given.
+        params: its params, as from ``made.init(...)["params"]``.
+        d: event dimension.
+        lo, hi: the block of ranks, ``0 <= lo < hi <= d``.
+
+    Returns:
+        ``theta(x_ranked, context)``: ``x_ranked`` is ``(hi,)``, the inputs in rank order (entry r
+        is the input of rank r; only ranks < hi - 1 are read), ``context`` the context vector or
+        None; returns ``(hi - lo, num_params)``, row k the params of the dimension of rank
+        ``lo + k``. Weight slices are taken once, outside the returned function.
+    """
+    if not 0 <= lo < hi <= d:
+        raise ValueError(f"need 0 <= lo < hi <= d, got lo={lo}, hi={hi}, d={d}")
+    num_params = made.num_params
+    degrees = made_degrees(d, made.hidden, made.order)
+    by_rank = np.argsort(degrees[0])  # by_rank[r] = position of the input of rank r
+    masks = made_masks(d, made.hidden, num_params, made.order)
+    # kept units of each layer, in the order the sub-network holds them
+    # kept units of each layer: the inputs of rank < hi, then the hidden prefixes of degree
+    # <= hi - 1 (degrees are sorted), then the outputs of ranks lo..hi-1
+    kept = [by_rank[:hi]] + [np.arange(np.sum(deg <= hi - 1)) for deg in degrees[1:]]
+    kept.append((by_rank[lo:hi, None] * num_params + np.arange(num_params)).ravel())
+    names = [f"hidden_{layer}" for layer in range(len(made.hidden))] + ["output"]
+    contexts = [f"context_{layer}" for layer in range(len(made.hidden))] + ["context_output"]
+    layers = []
+    for name, ctx_name, mask, rows, cols in zip(
+        names, contexts, masks, kept[:-1], kept[1:], strict=True
+    ):
+        kernel = params[name]["kernel"] * jnp.asarray(mask, params[name]["kernel"].dtype)
+        weight = _take(_take(kernel, rows, 0), cols, 1)
+        ctx_weight = _take(params[ctx_name]["kernel"], cols, 1) if ctx_name in params else None
+        layers.append((weight, _take(params[name]["bias"], cols, 0), ctx_weight))
+
+    def theta(x_ranked: Array, context: Array | None) -> Array:
+        h = x_ranked
+        for i, (weight, bias, ctx_weight) in enumerate(layers):
+            h = h @ weight + bias
+            if ctx_weight is not None:
+                h = h + context @ ctx_weight
+            if i < len(layers) - 1:
+                h = made.activation(h)
+        return h.reshape(hi - lo, num_params)
+
+    return theta

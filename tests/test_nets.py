@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax_lab.nets import MADE, MLP, made_degrees, made_masks
+from flowjax_lab.nets import MADE, MLP, made_degrees, made_masks, made_rank_block, rank_groups
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KEY = jax.random.key(0)
@@ -131,6 +131,46 @@ def test_made_context_reaches_every_output(d):
     assert np.all(np.any(jac_c != 0, axis=(1, 2))), "some output ignores context"
     upper = np.triu(np.ones((d, d), bool))[:, None, :]  # j >= i forbidden (identity order)
     assert not np.any(jac_x[np.broadcast_to(upper, jac_x.shape)])
+
+
+@pytest.mark.parametrize(
+    "d,hidden,context_dim",
+    [(1, (4,), 2), (2, (), 0), (5, (7, 9), 0), (7, (16, 16), 3)],
+    ids=["d1-context", "d2-no-hidden", "d5", "d7-context"],
+)
+def test_made_rank_block_equals_full_made(d, hidden, context_dim):
+    """For every block of ranks, the sub-network gives exactly the full MADE's outputs."""
+    num_params = 3
+    order, degrees = make_order("random", d)
+    made = MADE(hidden=hidden, num_params=num_params, order=order, context_dim=context_dim)
+    x = normal(d, (d,))
+    c = normal(50 + d, (context_dim,)) if context_dim else None
+    params = random_params(made, x, c, seed=d)
+    by_rank = np.argsort(degrees)
+    blocks = sorted(
+        {(lo, hi) for lo in range(d) for hi in range(lo + 1, d + 1)} | set(rank_groups(d, 3))
+    )
+
+    def outputs(p):
+        full = made.apply(p, x, c)[by_rank]  # rows in rank order
+        parts = [
+            made_rank_block(made, p["params"], d, lo, hi)(x[by_rank][:hi], c) for lo, hi in blocks
+        ]
+        return full, parts
+
+    full, parts = jit(outputs)(params)
+    for (lo, hi), part in zip(blocks, parts, strict=True):
+        chex.assert_trees_all_close(part, full[lo:hi], rtol=1e-5, atol=1e-6)
+
+
+def test_rank_groups_cover_ranks_in_order():
+    for d, g in [(1, 8), (8, 8), (9, 8), (100, 8), (5, 2)]:
+        blocks = rank_groups(d, g)
+        assert len(blocks) == min(d, g)
+        assert blocks[0][0] == 0 and blocks[-1][1] == d
+        assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(blocks, blocks[1:]))
+    with pytest.raises(ValueError, match="lo=2, hi=2"):
+        made_rank_block(MADE(hidden=(4,), num_params=2), {}, 3, 2, 2)
 
 
 def test_made_argument_errors():
