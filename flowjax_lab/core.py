@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import operator
 from typing import Any, NamedTuple, Protocol
 
 import distrax
@@ -342,17 +343,33 @@ def make_flow(
         return (base.log_prob(z) + logdet).reshape(batch)
 
     def sample_and_log_prob(params, key, n, context=None):
+        n = _num_samples(n, "sample_and_log_prob")
         z, log_pz = base.sample_and_log_prob(seed=as_key(key), sample_shape=(n,))
         ctx = _context_for(context, (n,), n, "sample")
         x, logdet = _batched(transform.inverse, params, z, ctx)
         return x, log_pz - logdet
 
     def sample(params, key, n, context=None):
+        n = _num_samples(n, "sample")
         z = base.sample(seed=as_key(key), sample_shape=(n,))
         ctx = _context_for(context, (n,), n, "sample")
         return _batched(transform.inverse, params, z, ctx)[0]
 
     return Flow(transform, base, shape, init, log_prob, sample, sample_and_log_prob)
+
+
+def _num_samples(n, where: str) -> int:
+    """``n`` as a Python int >= 0, or a TypeError/ValueError that names it."""
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(
+            f"{where}: n must be an integer number of samples, got {n!r} "
+            "(for a shaped batch, sample n = prod(shape) and reshape)"
+        ) from None
+    if n < 0:
+        raise ValueError(f"{where}: n must be >= 0, got {n}")
+    return n
 
 
 def data_init(flow: Flow, key: Array, batch: Array, context: Array | None = None) -> Params:

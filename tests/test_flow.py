@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import flowjax_lab as fl
 
@@ -28,6 +29,11 @@ def test_log_prob_and_sample_shapes():
     x, lp = flow.sample_and_log_prob(params, jax.random.key(2), 7)
     assert x.shape == (7, 3)
     chex.assert_trees_all_close(lp, flow.log_prob(params, x), atol=1e-4, rtol=1e-4)
+    assert flow.sample(params, jax.random.key(2), np.int64(0)).shape == (0, 3)
+    with pytest.raises(TypeError, match="n must be an integer number of samples, got \\(7,\\)"):
+        flow.sample(params, jax.random.key(2), (7,))
+    with pytest.raises(ValueError, match="sample_and_log_prob: n must be >= 0"):
+        flow.sample_and_log_prob(params, jax.random.key(2), -1)
 
 
 def test_random_linear_flow_integrates_to_one():
