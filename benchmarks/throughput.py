@@ -191,6 +191,9 @@ def main() -> None:
                 "compile_grad_s": compile_seconds(
                     jax.grad(fl.forward_kl(flow)), params, step_batch
                 ),
+                "compile_sample_s": compile_seconds(
+                    lambda p, k, flow=flow: flow.sample(p, k, x.shape[0]), params, jax.random.key(1)
+                ),
             }
         )
     cols = [
@@ -214,7 +217,10 @@ def main() -> None:
         "handwritten_step_vs_flowjax",
     ]
     print_table(rows, bounds)
-    print_table(compile_rows, ["model", "layers", "compile_log_prob_s", "compile_grad_s"])
+    print_table(
+        compile_rows,
+        ["model", "layers", "compile_log_prob_s", "compile_grad_s", "compile_sample_s"],
+    )
     extra = {"compile": compile_rows, "matmul_flops": peak, "rounds": args.rounds}
     path = write_results("throughput", rows, extra)
     print("wrote", path)

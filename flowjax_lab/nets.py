@@ -289,7 +289,7 @@ class MADE(nn.Module):
 # --------------------------------------------------------------------------- sequential passes
 
 
-def rank_groups(d: int, max_groups: int = 8) -> tuple[tuple[int, int], ...]:
+def rank_groups(d: int, max_groups: int = 4) -> tuple[tuple[int, int], ...]:
     """Split the ranks 0..d-1 into ``min(d, max_groups)`` contiguous ``(lo, hi)`` blocks."""
     if d < 1 or max_groups < 1:
         raise ValueError(f"need d >= 1 and max_groups >= 1, got d={d}, max_groups={max_groups}")
@@ -298,7 +298,7 @@ def rank_groups(d: int, max_groups: int = 8) -> tuple[tuple[int, int], ...]:
     )
 
 
-def _take(a: Array, index: np.ndarray, axis: int) -> Array:
+def _static_take(a: Array, index: np.ndarray, axis: int) -> Array:
     """``jnp.take(a, index, axis)`` for a static index; a slice when it is a contiguous range."""
     if len(index) == 0 or np.array_equal(index, np.arange(index[0], index[0] + len(index))):
         start = int(index[0]) if len(index) else 0
@@ -336,7 +336,6 @@ def made_rank_block(
     degrees = made_degrees(d, made.hidden, made.order)
     by_rank = np.argsort(degrees[0])  # by_rank[r] = position of the input of rank r
     masks = made_masks(d, made.hidden, num_params, made.order)
-    # kept units of each layer, in the order the sub-network holds them
     # kept units of each layer: the inputs of rank < hi, then the hidden prefixes of degree
     # <= hi - 1 (degrees are sorted), then the outputs of ranks lo..hi-1
     kept = [by_rank[:hi]] + [np.arange(np.sum(deg <= hi - 1)) for deg in degrees[1:]]
@@ -348,9 +347,11 @@ def made_rank_block(
         names, contexts, masks, kept[:-1], kept[1:], strict=True
     ):
         kernel = params[name]["kernel"] * jnp.asarray(mask, params[name]["kernel"].dtype)
-        weight = _take(_take(kernel, rows, 0), cols, 1)
-        ctx_weight = _take(params[ctx_name]["kernel"], cols, 1) if ctx_name in params else None
-        layers.append((weight, _take(params[name]["bias"], cols, 0), ctx_weight))
+        weight = _static_take(_static_take(kernel, rows, 0), cols, 1)
+        ctx_weight = (
+            _static_take(params[ctx_name]["kernel"], cols, 1) if ctx_name in params else None
+        )
+        layers.append((weight, _static_take(params[name]["bias"], cols, 0), ctx_weight))
 
     def theta(x_ranked: Array, context: Array | None) -> Array:
         h = x_ranked
