@@ -43,7 +43,8 @@ def reverse_kl(flow: Flow, target_log_prob: Callable, stick_the_landing: bool = 
     ``stick_the_landing`` (Roeder et al. 2017): x_j = g(z_j; theta) keeps its gradient, but
     log q(x_j) is evaluated as log p(x_j | stop_gradient(theta)), dropping the score term whose
     expectation is zero. Same value, lower-variance gradient (zero variance when q = pi / Z);
-    costs one extra f pass per sample (for an IAF, d sequential MADE passes).
+    costs one extra f pass per sample (for an IAF, d sequential passes on partial MADEs; measured
+    1.7x the plain step for a 6-layer 2-D spline IAF, 3.5x for a 6-layer 8-D affine IAF).
     """
 
     def loss(params, key, n, context=None):
