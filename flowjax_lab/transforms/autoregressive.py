@@ -161,23 +161,20 @@ def maf(
     def expected_params(d: int, dtype):
         return jax.eval_shape(init, jax.random.key(0), jax.ShapeDtypeStruct((d,), dtype))
 
-    def prepare(params, x, context, where):
+    def checked(params, x, context, where):
+        """(d, context) after checking x, context and params; errors name ``where``."""
         d = check_vector_event(x, where)
         ctx = check_context(context, context_dim, x.dtype, where)
         check_params(params, expected_params(d, x.dtype), where)
-        net = made(d)
-        return lambda v: net.apply({"params": params["made"]}, v, ctx)
+        return d, ctx
 
     def apply(params, x, *, context=None):
-        conditioner = prepare(params, x, context, "maf.apply")
-        z, log_det = tr.forward(x, conditioner(x))
+        d, ctx = checked(params, x, context, "maf.apply")
+        z, log_det = tr.forward(x, made(d).apply({"params": params["made"]}, x, ctx))
         return z, jnp.sum(log_det)
 
     def inverse(params, z, *, context=None):
-        where = "maf.inverse"
-        d = check_vector_event(z, where)
-        ctx = check_context(context, context_dim, z.dtype, where)
-        check_params(params, expected_params(d, z.dtype), where)
+        d, ctx = checked(params, z, context, "maf.inverse")
         by_rank = np.argsort(np.arange(d) if order is None else np.asarray(order))
         in_order = bool(np.array_equal(by_rank, np.arange(d)))
         z_ranked = z if in_order else z[by_rank]
