@@ -65,7 +65,8 @@ def _autoregressive(
     mixing,
     elementwise_affine,
 ) -> Flow:
-    """The flow of steps shared by `maf` and `iaf` (``layer_factory`` is T.maf or T.iaf)."""
+    """The flow of steps shared by `maf`, `iaf` and autoregressive `nsf` (``layer_factory`` is
+    T.maf or T.iaf)."""
     layer = layer_factory(
         hidden=tuple(hidden),
         transformer=transformer,
@@ -167,17 +168,11 @@ def nsf(
     interval are still reached (outside it the spline is the identity).
     """
     if autoregressive:
-        layer = T.maf(
-            hidden=tuple(hidden),
-            transformer="spline",
-            bins=bins,
-            bound=bound,
-            context_dim=context_dim,
-        )
-    else:
-        layer = T.spline_coupling(
-            hidden=tuple(hidden), bins=bins, bound=bound, context_dim=context_dim
-        )
+        return _autoregressive(
+            T.maf, dim, num_layers, hidden, "spline", bins, bound, context_dim, permutation,
+            mixing, elementwise_affine,
+        )  # fmt: skip
+    layer = T.spline_coupling(hidden=tuple(hidden), bins=bins, bound=bound, context_dim=context_dim)
     return flow_of_steps(
         layer,
         dim,
