@@ -1,4 +1,4 @@
-"""Data sets for flowjax_lab: 2-D toys, Gaussian mixtures, digits, splits and checks.
+"""Data sets for flowjax_lab: 2-D toys, Gaussian mixtures, digits, MNIST, splits and checks.
 
 Every sampler takes a `jax.random` key first (new-style `jax.random.key` or legacy
 `jax.random.PRNGKey`). Only core (keys) and objectives (bits_per_dim) come from the rest of
@@ -23,6 +23,14 @@ from flowjax_lab.data.mixtures import (
     correlated_gaussian,
     gaussian_entropy,
     gaussian_mixture,
+)
+from flowjax_lab.data.mnist import (
+    MNIST_DIM,
+    MNIST_NUM_LEVELS,
+    MNIST_SHAPE,
+    MnistPixels,
+    load_mnist_pixels,
+    mnist_path,
 )
 from flowjax_lab.data.splits import (
     DataSplit,
@@ -56,6 +64,10 @@ __all__ = [
     "DataSplit",
     "DigitsData",
     "Gaussian",
+    "MNIST_DIM",
+    "MNIST_NUM_LEVELS",
+    "MNIST_SHAPE",
+    "MnistPixels",
     "GaussianMixture",
     "Standardizer",
     "as_key",
@@ -74,6 +86,8 @@ __all__ = [
     "load_digits",
     "logit_logdet",
     "logit_transform",
+    "load_mnist_pixels",
+    "mnist_path",
     "pinwheel",
     "rings",
     "rings_log_prob",
