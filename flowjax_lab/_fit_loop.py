@@ -1,5 +1,11 @@
 """The host side of ``fit``: dispatching chunks, feeding their data, the run's log,
-checkpoints and the loop that reads one chunk while the next one runs."""
+checkpoints and the loop that reads one chunk while the next one runs.
+
+On a mesh (``fit(..., mesh=)``) only the placement changes: params, optimizer state and key
+are replicated, each chunk's rows are gathered on the host and sent as a global array split
+over the data axis (each process sends its own devices' rows), results are read from a local
+replica, and process 0 alone writes checkpoints (read by all).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowjax_lab import sharding
 from flowjax_lab._train_step import TERMS, EpochShuffler, validation_loss
 from flowjax_lab.checkpoint import Checkpointer
 from flowjax_lab.core import combine, partition
@@ -40,13 +47,27 @@ class Chunk(NamedTuple):
     val: Any
 
 
-def compile_validation(flow, fixed, trainable, val) -> Callable | None:
-    """``val_fn(tr) -> loss`` on the validation rows, compiled now (not mid-loop); or None."""
+def compile_validation(flow, fixed, trainable, val, mesh=None) -> Callable | None:
+    """``val_fn(tr) -> loss`` on the validation rows, compiled now (not mid-loop); or None.
+
+    On a mesh the rows are split over the data axis when their count divides evenly (else
+    replicated) and the loss is replicated.
+    """
     if val is None:
         return None
     loss = validation_loss(flow)
-    x, c = jnp.asarray(val[0]), None if val[1] is None else jnp.asarray(val[1])
-    compiled = jax.jit(lambda tr, x, c: loss(combine(tr, fixed), x, c))
+    fn = lambda tr, x, c: loss(combine(tr, fixed), x, c)  # noqa: E731
+    if mesh is None:
+        x, c = jnp.asarray(val[0]), None if val[1] is None else jnp.asarray(val[1])
+        compiled = jax.jit(fn)
+    else:
+        n = len(val[0])
+        split = n % sharding.data_size(mesh) == 0
+        rows = lambda a: sharding.global_rows(lambda s: a[s], mesh, n)  # noqa: E731
+        x = rows(val[0]) if split else sharding.replicate(val[0], mesh)
+        per_row = val[1] is not None and np.ndim(val[1]) == 2
+        c = rows(val[1]) if split and per_row else sharding.replicate(val[1], mesh)
+        compiled = jax.jit(fn, out_shardings=sharding.replicated(mesh))
     compiled = compiled.lower(trainable, x, c).compile()
     return lambda tr: compiled(tr, x, c)
 
@@ -54,15 +75,25 @@ def compile_validation(flow, fixed, trainable, val) -> Callable | None:
 def feeder(inputs, data_key) -> Callable:
     """``feed(start) -> (idx, x, ctx)``: the data rows of the chunk starting at ``start``.
 
-    The data set goes to the device once and each chunk sends only its (length, batch) row
-    indices, drawn by ``EpochShuffler`` (see ``_train_step.step_rows``).
+    One device: the data set goes to the device once and each chunk sends only its
+    (length, batch) row indices, drawn by ``EpochShuffler`` (see ``_train_step.step_rows``).
+    On a mesh: each chunk's rows (length, batch, *event) are gathered on the host, split over
+    the data axis along the batch dimension, and each process sends only its devices' part.
     """
     if inputs.data is None:
         return lambda start: (None, None, None)
     shuffler = EpochShuffler(data_key, inputs.data.shape[0], inputs.batch)
-    data = jnp.asarray(inputs.data)
-    ctx = None if inputs.ctx_rows is None else jnp.asarray(inputs.ctx_rows)
-    return lambda start: (jnp.asarray(shuffler.indices(start, inputs.length)), data, ctx)
+    data, ctx, mesh = inputs.data, inputs.ctx_rows, inputs.mesh
+    if mesh is None:
+        data, ctx = jnp.asarray(data), None if ctx is None else jnp.asarray(ctx)
+        return lambda start: (jnp.asarray(shuffler.indices(start, inputs.length)), data, ctx)
+
+    def feed(start):
+        idx = shuffler.indices(start, inputs.length)
+        rows = lambda a: sharding.global_rows(lambda s: a[idx[:, s]], mesh, inputs.batch, 1)  # noqa: E731
+        return None, rows(data), None if ctx is None else rows(ctx)
+
+    return feed
 
 
 def launcher(chunk, feed, val_fn, step_key, *, length, steps, val_every, checkpoint_every):
@@ -82,7 +113,7 @@ def launcher(chunk, feed, val_fn, step_key, *, length, steps, val_every, checkpo
     def launch(start, tr, opt, stop=None):
         stop = next_stop(start) if stop is None else stop
         new_tr, new_opt, outs = chunk(
-            tr, opt, step_key, feed(start), jnp.int32(start), jnp.int32(stop)
+            tr, opt, step_key, feed(start), np.int32(start), np.int32(stop)
         )
         validate = val_fn is not None and (stop % val_every == 0 or stop == steps)
         val = val_fn(new_tr) if validate else None
@@ -188,9 +219,10 @@ def restore(ckpt, log, key, params, opt_state):
 
 
 def save_checkpoint(ckpt, at, log, params, opt_state, key, config) -> bool:
-    """Write the checkpoint at step ``at`` (once); returns whether checkpointing is on."""
-    if ckpt is not None and at not in ckpt.all_steps():
-        ckpt.save(at, checkpoint_trees(params, opt_state, log.best_params, key), log.meta(), config)
+    """Write the checkpoint at step ``at`` (once, by process 0); whether checkpointing is on."""
+    if ckpt is not None and jax.process_index() == 0 and at not in ckpt.all_steps():
+        trees = sharding.to_host(checkpoint_trees(params, opt_state, log.best_params, key))
+        ckpt.save(at, trees, log.meta(), config)
     return ckpt is not None
 
 
@@ -205,7 +237,7 @@ def host_loop(launch, log, save, bar, state, *, steps, checkpoint_every, patienc
     cur = launch(step, tr, opt_state) if step < steps and not log.stopped else None
     while cur is not None:
         nxt = launch(cur.stop, cur.new_tr, cur.new_opt) if cur.stop < steps else None
-        loss, parts, gnorm, w = jax.device_get(cur.outs)
+        loss, parts, gnorm, w = sharding.to_host(cur.outs)
         ran = cur.stop - cur.start
         ok = log.add_steps(cur.start, ran, loss, parts, gnorm, w, time.perf_counter() - t0)
         if ok < ran:
@@ -213,7 +245,7 @@ def host_loop(launch, log, save, bar, state, *, steps, checkpoint_every, patienc
         tr, opt_state, step = cur.new_tr, cur.new_opt, cur.stop
         postfix = {"loss": f"{float(loss[ran - 1]):.4f}"}
         if cur.val is not None:
-            v = float(cur.val)
+            v = float(sharding.to_host(cur.val))
             log.add_val(step, v, combine(tr, fixed), patience)
             postfix["val"] = f"{v:.4f}"
         if step % checkpoint_every == 0 or step == steps or log.stopped:
@@ -236,7 +268,7 @@ def diverged(cur, ok, loss, gnorm, launch, save, log, fixed):
         f"training diverged at step {at}: loss = {loss}, gradient norm = {gnorm}; the last "
         f"good params (before step {at}) are on this error's .params{where}",
         at,
-        combine(tr, fixed),
-        opt_state,
+        sharding.to_local(combine(tr, fixed)),
+        sharding.to_local(opt_state),
         log.history(),
     )

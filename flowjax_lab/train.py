@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from flowjax_lab._fit_loop import (
@@ -50,6 +52,15 @@ from flowjax_lab._train_step import (
     term_losses,
 )
 from flowjax_lab.core import Flow, as_key, combine, partition
+from flowjax_lab.sharding import (
+    as_mesh,
+    batch_sharding,
+    check_divisible,
+    replicate,
+    replicated,
+    to_host,
+    to_local,
+)
 
 __all__ = ["TERMS", "FitResult", "TrainingDivergedError", "default_optimizer", "fit"]
 
@@ -112,6 +123,7 @@ def fit(
     progress: bool | None = None,
     steps_per_chunk: int = 100,
     config: dict | None = None,
+    mesh=None,
 ) -> FitResult:
     """Fit ``flow`` by forward KL (MLE on ``data``), reverse KL (to ``target_log_prob``), or a mix.
 
@@ -134,10 +146,18 @@ def fit(
       progress: tqdm bar with step, loss and validation loss; None shows it only on a terminal.
       steps_per_chunk: steps per compiled loop call (capped by val/checkpoint periods).
       config: a JSON-able dict stored with every checkpoint.
+      mesh: None (one device), a ``jax.sharding.Mesh`` with a "data" axis, or a device count
+        (``fl.sharding.make_mesh(n)``): data parallelism. Each step's ``batch_size`` rows are
+        split over the data axis, params and optimizer state replicated, the gradient reduced
+        by XLA; the result matches a one-device run to float tolerance. ``batch_size`` must
+        divide evenly over the data devices. Multi-host: every process calls
+        ``fl.distributed.initialize`` first and passes the same arguments (the same host
+        ``data``); each sends only its own devices' rows, process 0 writes the checkpoints.
 
     Raises:
       ValueError: unknown objective, missing data or target, bad data (NaN/inf rows, shape), a
-        target that is NaN for every initial sample, an unusable checkpoint directory.
+        target that is NaN for every initial sample, an unusable checkpoint directory, a batch
+        that does not split evenly over the mesh.
       TrainingDivergedError: a non-finite loss or gradient norm, naming the step and carrying
         the last good params (also written as the last checkpoint when checkpointing).
     """
@@ -161,25 +181,41 @@ def fit(
         keep=keep,
         resume=resume,
         steps_per_chunk=steps_per_chunk,
+        mesh=mesh,
     )
+    mesh = inputs.mesh
+    place = (lambda tree: tree) if mesh is None else lambda tree: replicate(tree, mesh)  # noqa: E731
     trainable, fixed = partition(params)
+    trainable = place(trainable)
+    # closed over by the compiled steps: host constants on a mesh (a closure may not hold
+    # arrays that span other processes' devices)
+    consts = fixed if mesh is None else to_host(fixed)
     optimizer = default_optimizer(steps) if optimizer is None else optimizer
     losses = term_losses(flow, inputs.target_log_prob, inputs.batch, inputs.ctx_one)
     chunk, used, traces = make_chunk(
-        fixed, optimizer, losses, inputs.starts, inputs.weights, length=inputs.length
+        consts,
+        optimizer,
+        losses,
+        inputs.starts,
+        inputs.weights,
+        length=inputs.length,
+        shard=None if mesh is None else (batch_sharding(mesh), replicated(mesh)),
     )
-    val_fn = compile_validation(flow, fixed, trainable, inputs.val)
-    opt_state = optimizer.init(trainable)
+    val_fn = compile_validation(flow, consts, trainable, inputs.val, mesh)
+    opt_state = place(optimizer.init(trainable))
     log, step = RunLog(used, params), 0
     ckpt = open_checkpoints(checkpoint_dir, keep, resume)
     if resume and ckpt.latest_step() is not None:
         key, step, trainable, opt_state = restore(ckpt, log, key, params, opt_state)
+        trainable, opt_state = place((trainable, opt_state))
+    if jax.process_count() > 1:  # no process writes before all have read the checkpoints
+        multihost_utils.sync_global_devices("flowjax_lab.fit: checkpoints read")
     step_key, data_key = jax.random.split(key)
     launch = launcher(
         chunk,
         feeder(inputs, data_key),
         val_fn,
-        step_key,
+        place(step_key),
         length=inputs.length,
         steps=steps,
         val_every=val_every if val_fn is not None else None,
@@ -206,10 +242,12 @@ def fit(
         )
     finally:
         bar.close()
-    last = combine(trainable, fixed)
+    if jax.process_count() > 1:  # process 0's last checkpoint is on disk for every process
+        multihost_utils.sync_global_devices("flowjax_lab.fit: done")
+    last = to_local(combine(trainable, fixed))
     return FitResult(
-        params=log.best_params if val_fn is not None else last,
-        opt_state=opt_state,
+        params=to_local(log.best_params) if val_fn is not None else last,
+        opt_state=to_local(opt_state),
         history=log.history(),
         step=step,
         best_step=log.best_step,
@@ -235,6 +273,7 @@ class _Inputs(NamedTuple):
     val: tuple | None  # (x, context) host arrays
     batch: int
     length: int
+    mesh: Mesh | None
 
 
 def _positive(**values):
@@ -245,7 +284,7 @@ def _positive(**values):
 
 def _check_inputs(flow, params, key, *, objective, data, target_log_prob, context, val_data,
                   steps, batch_size, val_every, patience, checkpoint_dir, checkpoint_every,
-                  keep, resume, steps_per_chunk) -> _Inputs:  # fmt: skip
+                  keep, resume, steps_per_chunk, mesh) -> _Inputs:  # fmt: skip
     """Every check on ``fit``'s arguments, raised before any compile (see ``fit``'s Raises)."""
     starts, weights = parse_objective(objective)
     used = [t for i, t in enumerate(TERMS) if weights[:, i].any()]
@@ -296,4 +335,8 @@ def _check_inputs(flow, params, key, *, objective, data, target_log_prob, contex
         val_every if val_data is not None else steps,
         checkpoint_every if checkpoint_dir is not None else steps,
     )
-    return _Inputs(starts, weights, target_log_prob, data, ctx_rows, ctx_one, val, batch, length)
+    mesh = as_mesh(mesh)
+    if mesh is not None:
+        check_divisible(batch, mesh, "batch_size" if batch == batch_size else "batch (data rows)")
+    inputs = (starts, weights, target_log_prob, data, ctx_rows, ctx_one, val, batch, length, mesh)
+    return _Inputs(*inputs)

@@ -1,0 +1,84 @@
+"""Data parallelism on 4 forced host devices; run in its own process (see test_sharding.py)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from common_multidevice import fit_kwargs, problem
+
+import flowjax_lab as fl
+from flowjax_lab import train as train_mod
+from flowjax_lab.checkpoint import Checkpointer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def four_devices():
+    assert jax.device_count() == 4, "run with XLA_FLAGS=--xla_force_host_platform_device_count=4"
+
+
+def test_sharded_fit_equals_one_device_fit_and_resumes_exactly(tmp_path, monkeypatch):
+    flow, params, data = problem()
+    kw = fit_kwargs(data)
+    one = fl.fit(jax.random.key(2), flow, params, checkpoint_dir=tmp_path / "one", **kw)
+    mesh = fl.sharding.make_mesh()
+    assert mesh.shape == {"data": 4, "model": 1}
+    kw["mesh"] = mesh
+    four = fl.fit(jax.random.key(2), flow, params, checkpoint_dir=tmp_path / "a", **kw)
+    chex.assert_trees_all_close(four.params, one.params, atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(four.history["loss"], one.history["loss"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(four.history["val_loss"], one.history["val_loss"], rtol=1e-5)
+    assert four.history["loss"][-1] < four.history["loss"][0] - 0.2  # it trained
+    assert four.traces == 1 and four.best_step == one.best_step
+
+    class Interrupting(train_mod.tqdm):  # stops the run after the checkpoint at step 20
+        def update(self, n=1):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "tqdm", Interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        fl.fit(jax.random.key(2), flow, params, checkpoint_dir=tmp_path / "b", **kw)
+    monkeypatch.undo()
+    assert Checkpointer(tmp_path / "b").all_steps() == [20]
+    resumed = fl.fit(
+        jax.random.key(2), flow, params, checkpoint_dir=tmp_path / "b", resume=True, **kw
+    )
+    chex.assert_trees_all_equal(resumed.params, four.params)
+    chex.assert_trees_all_equal(resumed.last_params, four.last_params)
+    np.testing.assert_array_equal(resumed.history["loss"], four.history["loss"])
+    np.testing.assert_array_equal(resumed.history["val_loss"], four.history["val_loss"])
+    assert Checkpointer(tmp_path / "b").all_steps() == [20, 40]
+
+
+def test_batch_not_divisible_by_devices_is_an_error():
+    flow, params, data = problem()
+    with pytest.raises(ValueError, match="batch_size=126 is not divisible by the 4 devices"):
+        fl.fit(jax.random.key(0), flow, params, data=data, batch_size=126, steps=5, mesh=4)
+    with pytest.raises(ValueError, match=r"batch \(data rows\)=10 is not divisible by the 4"):
+        fl.fit(jax.random.key(0), flow, params, data=data[:10], steps=5, mesh=4)
+
+
+def test_sharded_log_prob_sample_and_batch_eval_equal_unsharded():
+    flow, params, data = problem()
+    mesh = fl.sharding.make_mesh(4)
+    x = data[:1001]  # not a multiple of 4: padded and trimmed
+    np.testing.assert_allclose(
+        fl.sharding.sharded_log_prob(flow, params, x, mesh),
+        jax.jit(flow.log_prob)(params, x),
+        rtol=1e-5,
+    )
+    key = jax.random.key(4)
+    np.testing.assert_allclose(
+        fl.sharding.sharded_sample(flow, params, key, 1001, mesh),
+        jax.jit(flow.sample, static_argnums=2)(params, key, 1001),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+    def bound(p, x, key):  # an IWAE-style per-row bound over K = 8 noisy copies of each row
+        eps = 0.1 * jax.random.normal(key, (x.shape[0], 8, x.shape[1]))
+        lp = flow.log_prob(p, x[:, None] + eps)  # (n, 8)
+        return jax.nn.logsumexp(lp, axis=-1) - jnp.log(8.0)
+
+    sharded = fl.sharding.sharded_batch_eval(bound, mesh)(params, x, key)
+    np.testing.assert_allclose(sharded, jax.jit(bound)(params, x, key), rtol=1e-5, atol=1e-5)
