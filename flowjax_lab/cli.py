@@ -1,6 +1,8 @@
 """``flowjax-lab``: a thin argparse layer over ``experiment.py``.
 
   flowjax-lab train CONFIG.yaml [--set a.b=value ...]   train; prints the run folder and pictures
+      [--coordinator HOST:PORT --num-processes N --process-id I]   one process of a multi-host
+      run (or FLOWJAX_LAB_COORDINATOR / _NUM_PROCESSES / _PROCESS_ID; see fl.distributed)
   flowjax-lab eval RUN_DIR                              test NLL, or ELBO / log Z / ESS
   flowjax-lab sample RUN_DIR -n N -o FILE.npy           N samples in data units
 
@@ -47,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set train.steps=500 (repeatable)",
     )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    multi = train.add_argument_group("multi-host (see flowjax_lab.distributed)")
+    multi.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    multi.add_argument("--num-processes", type=int, metavar="N", help="processes in the run")
+    multi.add_argument("--process-id", type=int, metavar="I", help="this process, 0 .. N - 1")
     ev = sub.add_parser("eval", help="print the metrics of a run folder")
     ev.add_argument("run_dir")
     sample = sub.add_parser("sample", help="write samples of a run's model to a .npy file")
@@ -69,9 +75,10 @@ def _format(metrics: dict) -> str:
 
 
 def _train(args) -> None:
-    from flowjax_lab import experiment  # noqa: PLC0415  (keeps `--help` fast)
+    from flowjax_lab import distributed, experiment  # noqa: PLC0415  (keeps `--help` fast)
 
     config = cfg.load_config(args.config, args.overrides)
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     result = experiment.run(config, progress=False if args.no_progress else None)
     print(_format(result.metrics))
     print(f"run folder: {result.run_dir}")

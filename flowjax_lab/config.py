@@ -103,6 +103,9 @@ class TrainConfig:
     ``patience`` validations without improvement (None: never). checkpoint_every / keep:
     checkpoints, the last ``keep`` kept. resume: continue from the run folder's last checkpoint
     (needs ``output.run_id: seed``). log_every: steps between rows of metrics.jsonl.
+    devices: data-parallel devices (``fl.fit(mesh=)``): null for all devices (of all processes)
+    when there are more than one, else one device; n for the first n (1: no mesh).
+    ``batch_size`` must divide evenly over them.
     """
 
     steps: int = 2000
@@ -117,6 +120,7 @@ class TrainConfig:
     keep: int = 3
     resume: bool = False
     log_every: int = 10
+    devices: int | None = None
 
 
 @dataclass(frozen=True)
@@ -319,6 +323,7 @@ def validate(config: Config) -> Config:
         "train.checkpoint_every": config.train.checkpoint_every,
         "train.keep": config.train.keep,
         "train.log_every": config.train.log_every,
+        "train.devices": 1 if config.train.devices is None else config.train.devices,
         "eval.num_samples": config.eval.num_samples,
         "eval.grid_size": config.eval.grid_size,
     }

@@ -5,7 +5,9 @@ The pieces a config builds (flow, data/target problem, optimizer) live in ``prob
 ``run(config)`` writes ``<output.root>/<name>-<timestamp or seed>/`` holding ``config.yaml`` (the
 resolved config), ``metrics.jsonl`` (one JSON object per logged step, then a final summary),
 ``standardizer.json`` (the data standardisation, stored with the model), ``checkpoints/`` and
-PNG plots. ``evaluate(run_dir)`` and ``sample(run_dir, n)`` rebuild the model from the saved
+PNG plots. With several devices (``train.devices``) the fit and the test NLL are data
+parallel; in a multi-process run (``fl.distributed.initialize``) every process runs ``run`` and
+process 0 writes the folder. ``evaluate(run_dir)`` and ``sample(run_dir, n)`` rebuild the model from the saved
 config and restore the params from the checkpoint. Callable from Python and notebooks:
 
   >>> result = run(load_config("configs/maf_two_moons.yaml"))
@@ -23,6 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from flowjax_lab import config as cfg
 from flowjax_lab import data as D
@@ -40,6 +43,7 @@ from flowjax_lab.problems import (
     mean_se,
     true_log_z,
 )
+from flowjax_lab.sharding import make_mesh, sharded_log_prob
 
 # --------------------------------------------------------------------------- the run folder
 
@@ -54,8 +58,25 @@ class RunResult(NamedTuple):
     plots: list[Path]
 
 
+def _mesh(devices: int | None):
+    """The fit's mesh: ``train.devices`` devices (null: all of them), None for one device."""
+    n = jax.device_count() if devices is None else devices
+    return None if n == 1 else make_mesh(n)
+
+
 def _new_run_dir(config: cfg.Config) -> Path:
     root = Path(config.output.root)
+    if jax.process_count() > 1:
+        if config.output.run_id != "seed":
+            raise ValueError(
+                "a multi-process run needs output.run_id: seed (one folder for all processes)"
+            )
+        run_dir = root / f"{config.name}-seed{config.seed}"
+        if run_dir.exists() and not config.train.resume:
+            raise ValueError(f"run folder {run_dir} exists: set train.resume=true to continue it")
+        multihost_utils.sync_global_devices("flowjax_lab.run: folder checked")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
     if config.output.run_id == "seed":
         run_dir = root / f"{config.name}-seed{config.seed}"
         if run_dir.exists() and not config.train.resume:
@@ -103,9 +124,11 @@ def run(config: cfg.Config, *, progress: bool | None = None) -> RunResult:
         params = jax.jit(lambda k, x: data_init(flow, k, x))(k_init, first)
     else:
         params = jax.jit(flow.init)(k_init)
+    tc, main = config.train, jax.process_index() == 0
+    mesh = _mesh(tc.devices)
     run_dir = _new_run_dir(config)
-    (run_dir / "config.yaml").write_text(cfg.dump(config))
-    tc = config.train
+    if main:
+        (run_dir / "config.yaml").write_text(cfg.dump(config))
     saved = {"experiment": cfg.to_dict(config), "standardizer": _standardizer_json(problem)}
     result = _fit(
         k_fit,
@@ -124,11 +147,14 @@ def run(config: cfg.Config, *, progress: bool | None = None) -> RunResult:
         checkpoint_every=tc.checkpoint_every,
         keep=tc.keep,
         resume=tc.resume,
-        progress=progress,
+        progress=progress and main,
         config=saved,
+        mesh=mesh,
     )
-    metrics = _evaluate(config, problem, flow, result.params, k_eval)
+    metrics = _evaluate(config, problem, flow, result.params, k_eval, mesh)
     metrics.update(steps=int(result.step), best_step=result.best_step)
+    if not main:
+        return RunResult(run_dir, result.params, result.history, metrics, [])
     with open(run_dir / "metrics.jsonl", "w") as f:
         for row in _metric_rows(result.history, tc.log_every):
             f.write(json.dumps(row) + "\n")
@@ -152,8 +178,10 @@ def _standardizer_json(problem: Problem) -> dict | None:
     )
 
 
-def _evaluate(config, problem: Problem, flow: Flow, params, key) -> dict:
-    """Final metrics: test NLL in data units (and bits/dim for digits); ELBO, log Z, ESS."""
+def _evaluate(config, problem: Problem, flow: Flow, params, key, mesh=None) -> dict:
+    """Final metrics: test NLL in data units (and bits/dim for digits); ELBO, log Z, ESS.
+
+    On a mesh the log densities are computed with the rows split over its devices."""
     out: dict[str, Any] = {}
     if problem.test is not None and len(problem.test):
         log_prob = jax.jit(flow.log_prob)
@@ -166,7 +194,12 @@ def _evaluate(config, problem: Problem, flow: Flow, params, key) -> dict:
             x = getattr(problem, split)
             if x is None or not len(x):
                 continue
-            nll = -(batched(log_prob, params, x) + shift)  # per example, data units
+            lp = (
+                batched(log_prob, params, x)
+                if mesh is None
+                else sharded_log_prob(flow, params, np.asarray(x, np.float32), mesh)
+            )
+            nll = -(lp + shift)  # per example, data units
             out[f"{split}_nll"], out[f"{split}_nll_se"] = mean_se(nll)
             if split == "test" and problem.data_log_prob is not None:
                 true = -np.asarray(problem.data_log_prob(_to_data_units(problem, x)))
