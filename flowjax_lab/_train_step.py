@@ -1,4 +1,5 @@
-"""The pieces of ``fit``: objective specs, input checks, epoch shuffling and the compiled chunk."""
+"""The pieces of ``fit`` that run on the device: objective specs, the per-term losses, the
+validation loss, input checks, epoch shuffling and the compiled chunk of steps."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def parse_objective(objective) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_rows(x, event_shape, name: str, dtype) -> jax.Array:
-    """(n, *event_shape) finite float rows on the device as ``dtype``, else a ValueError."""
+    """(n, *event_shape) finite float rows as a numpy array of ``dtype``, else a ValueError."""
     x = np.asarray(x)
     if x.ndim != 1 + len(event_shape) or tuple(x.shape[1:]) != tuple(event_shape):
         raise ValueError(
@@ -81,7 +82,7 @@ def check_rows(x, event_shape, name: str, dtype) -> jax.Array:
             f"{name}: {int(bad.sum())} NaN/inf values in {rows.size} rows; the first is row "
             f"{int(rows[0])}"
         )
-    return jnp.asarray(x, dtype)
+    return np.asarray(x, dtype)
 
 
 def check_target(flow: Flow, params, target_log_prob: Callable, key, context, n: int = 256):
@@ -131,24 +132,40 @@ class EpochShuffler:
         return out
 
 
-def make_chunk(flow, fixed, optimizer, target_log_prob, starts, weights, *, batch, context, length):
-    """A jitted ``chunk(tr, opt_state, step_key, idx, data, ctx, start, stop)``.
+def term_losses(flow: Flow, target_log_prob: Callable | None, batch: int, context=None) -> dict:
+    """The objective terms as ``{term: loss(params, x, ctx, key) -> scalar}``, one per TERMS.
 
-    Runs steps start .. stop - 1 (stop - start <= length) in one compiled loop. Step s
-    draws base samples from fold_in(step_key, s), takes data rows idx[s - start], and weights the
-    terms by the schedule row active at s. Returns (tr, opt_state, (loss, term losses (NaN where
-    a term's weight is 0), grad norm, weights)) with one row per step. Also returns a list whose
-    first entry counts the traces.
+    ``x``/``ctx`` are the step's data rows (None without data); ``key`` is the step's key for
+    base samples; ``batch`` base samples per step and ``context`` (one vector) for reverse KL.
     """
-    used = [t for i, t in enumerate(TERMS) if weights[:, i].any()]
-    always = {t for t in used if weights[:, TERMS.index(t)].all()}
-    losses = {
+    return {
         "mle": lambda p, x, c, k: forward_kl(flow)(p, x, c),
         "reverse_kl": lambda p, x, c, k: reverse_kl(flow, target_log_prob)(p, k, batch, context),
         "reverse_kl_stl": lambda p, x, c, k: reverse_kl(flow, target_log_prob, True)(
             p, k, batch, context
         ),
     }
+
+
+def validation_loss(flow: Flow) -> Callable:
+    """``loss(params, x, ctx) -> scalar``: the held-out loss ``fit`` validates with (mean NLL)."""
+    return lambda p, x, c: forward_kl(flow)(p, x, c)
+
+
+def make_chunk(fixed, optimizer, losses: dict, starts, weights, *, length, shard=None):
+    """A jitted ``chunk(tr, opt_state, step_key, feed, start, stop)`` running steps in one loop.
+
+    Runs steps start .. stop - 1 (stop - start <= length) in one compiled loop. Step s draws
+    base samples from fold_in(step_key, s), takes its data rows from ``feed`` (see
+    ``step_rows``) and weights the ``losses`` (from ``term_losses``) by the schedule row active
+    at s. Returns (tr, opt_state, (loss, term losses (NaN where a term's weight is 0), grad
+    norm, weights)) with one row per step. ``shard``: None, or ``(batch_sharding,
+    replicated_sharding)`` on a mesh: each step's rows are constrained to the batch sharding and
+    every output is replicated, so XLA reduces the gradients over the data axis. Also returns
+    the terms used and a list whose first entry counts the traces.
+    """
+    used = [t for i, t in enumerate(TERMS) if weights[:, i].any()]
+    always = {t for t in used if weights[:, TERMS.index(t)].all()}
     starts_j, weights_j = jnp.asarray(starts), jnp.asarray(weights)
     traces = [0]
 
@@ -167,22 +184,21 @@ def make_chunk(flow, fixed, optimizer, target_log_prob, starts, weights, *, batc
             total = total + wi * value
         return total, jnp.stack(parts)
 
-    def chunk(tr, opt_state, step_key, idx, data, ctx, start, stop):
+    def step(s, tr, opt_state, step_key, feed, start):
+        x, c = step_rows(feed, s - start)
+        if shard is not None:
+            x, c = jax.lax.with_sharding_constraint((x, c), shard[0])
+        w = weights_j[jnp.searchsorted(starts_j, s, side="right") - 1]
+        (loss, parts), grads = jax.value_and_grad(total_loss, has_aux=True)(
+            tr, x, c, jax.random.fold_in(step_key, s), w
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, tr)
+        out = (loss, parts, optax.tree.norm(grads), w)
+        return optax.apply_updates(tr, updates), opt_state, out
+
+    def chunk(tr, opt_state, step_key, feed, start, stop):
         traces[0] += 1
         dtype = p_dtype(tr)
-
-        def step(s, tr, opt_state):
-            rows = None if idx is None else idx[s - start]
-            x = None if data is None else data[rows]
-            c = None if ctx is None else ctx[rows]
-            w = weights_j[jnp.searchsorted(starts_j, s, side="right") - 1]
-            (loss, parts), grads = jax.value_and_grad(total_loss, has_aux=True)(
-                tr, x, c, jax.random.fold_in(step_key, s), w
-            )
-            updates, opt_state = optimizer.update(grads, opt_state, tr)
-            out = (loss, parts, optax.tree.norm(grads), w)
-            return optax.apply_updates(tr, updates), opt_state, out
-
         # Outputs of steps >= stop stay NaN (weights 0). A fori_loop with a traced trip count
         # runs exactly stop - start steps: no per-step branch, one compile for every length.
         outs = (
@@ -194,13 +210,26 @@ def make_chunk(flow, fixed, optimizer, target_log_prob, starts, weights, *, batc
 
         def body(s, carry):
             tr, opt_state, outs = carry
-            tr, opt_state, out = step(s, tr, opt_state)
+            tr, opt_state, out = step(s, tr, opt_state, step_key, feed, start)
             outs = jax.tree.map(lambda buf, o: buf.at[s - start].set(o), outs, out)
             return tr, opt_state, outs
 
         return jax.lax.fori_loop(start, stop, body, (tr, opt_state, outs))
 
-    return jax.jit(chunk), used, traces
+    jitted = jax.jit(chunk) if shard is None else jax.jit(chunk, out_shardings=shard[1])
+    return jitted, used, traces
+
+
+def step_rows(feed, i):
+    """The data rows (x, ctx) of the chunk's i-th step from ``feed = (idx, x, ctx)``.
+
+    With ``idx`` (length, batch) the rows are gathered on the device from the whole data set
+    ``x`` (n, *event) (and per-row ``ctx`` (n, c)); with ``idx`` None, ``x`` and ``ctx`` are
+    the chunk's rows already gathered on the host, (length, batch, ...). None stays None.
+    """
+    idx, x, c = feed
+    take = (lambda a: a[idx[i]]) if idx is not None else (lambda a: a[i])
+    return (None if x is None else take(x)), (None if c is None else take(c))
 
 
 def p_dtype(tree):
