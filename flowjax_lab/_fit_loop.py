@@ -40,11 +40,14 @@ class Chunk(NamedTuple):
     val: Any
 
 
-def compile_validation(flow, fixed, trainable, val) -> Callable | None:
-    """``val_fn(tr) -> loss`` on the validation rows, compiled now (not mid-loop); or None."""
+def compile_validation(flow, fixed, trainable, val, loss=None) -> Callable | None:
+    """``val_fn(tr) -> loss`` on the validation rows, compiled now (not mid-loop); or None.
+
+    ``loss(params, x, ctx)`` defaults to ``validation_loss(flow)`` (the mean NLL).
+    """
     if val is None:
         return None
-    loss = validation_loss(flow)
+    loss = validation_loss(flow) if loss is None else loss
     x, c = jnp.asarray(val[0]), None if val[1] is None else jnp.asarray(val[1])
     compiled = jax.jit(lambda tr, x, c: loss(combine(tr, fixed), x, c))
     compiled = compiled.lower(trainable, x, c).compile()

@@ -42,14 +42,18 @@ from flowjax_lab._fit_loop import (
 )
 from flowjax_lab._train_step import (
     TERMS,
+    VAE_TERMS,
     check_rows,
     check_target,
     make_chunk,
+    objective_samples,
     p_dtype,
     parse_objective,
     term_losses,
 )
 from flowjax_lab.core import Flow, as_key, combine, partition
+from flowjax_lab.vae.model import VAE
+from flowjax_lab.vae.training import check_vae_inputs, vae_term_losses, validation_bound
 
 __all__ = ["TERMS", "FitResult", "TrainingDivergedError", "default_optimizer", "fit"]
 
@@ -112,13 +116,18 @@ def fit(
     progress: bool | None = None,
     steps_per_chunk: int = 100,
     config: dict | None = None,
+    binarize: str | None = None,
 ) -> FitResult:
-    """Fit ``flow`` by forward KL (MLE on ``data``), reverse KL (to ``target_log_prob``), or a mix.
+    """Fit ``flow`` by forward KL (MLE on ``data``), reverse KL (to ``target_log_prob``), or a mix;
+    or a ``fl.vae.VAE`` by its ELBO or IWAE-k bound on ``data``.
 
     Args:
       key: a jax random key, the only source of randomness.
       objective: "mle", "reverse_kl", "reverse_kl_stl" (stick the landing), a dict of weights
         {"mle": 1.0, "reverse_kl": 0.5}, or a schedule [(0, "mle"), (500, "reverse_kl")].
+        For a VAE: "elbo" (minus the ELBO), {"iwae": k} (minus IWAE-k, plain gradient) or
+        {"iwae_dreg": k} (DReG gradient); the dict value is k, not a weight. A schedule works
+        too, e.g. [(0, "elbo"), (1000, {"iwae": 5})].
       data: (n, *event) training rows (needed by "mle"), reshuffled every epoch.
       target_log_prob: unnormalised log density of ONE event (needed by reverse KL), or an
         object with a ``log_prob`` attribute (an ``fl.targets`` Target).
@@ -127,13 +136,18 @@ def fit(
         leaves are optimised; integer leaves (permutation indices) are never changed.
       val_data: (n, *event) rows, or (rows, context): mean NLL every ``val_every`` steps and at
         the end; the params with the best one are returned. ``patience``: stop after that many
-        validations without improvement.
+        validations without improvement. For a VAE the validation loss is minus the mean bound
+        (IWAE-k with the objective's largest k, else the ELBO) at a fixed key derived from
+        ``key``; rows must be binary for a Bernoulli likelihood (a fixed binarisation).
       context: one vector (c,) for every event, or per-row context (n, c) aligned with ``data``.
       checkpoint_dir: save every ``checkpoint_every`` steps, at the end and on divergence, keeping
         the last ``keep``; ``resume=True`` continues from the latest (with its saved key).
       progress: tqdm bar with step, loss and validation loss; None shows it only on a terminal.
       steps_per_chunk: steps per compiled loop call (capped by val/checkpoint periods).
       config: a JSON-able dict stored with every checkpoint.
+      binarize: VAE with a Bernoulli likelihood only: "dynamic" treats ``data`` as intensities
+        in [0, 1] and draws x ~ Bernoulli(row) at each step from fold_in(key, step) (resumable);
+        None (default) trains on the rows as given, which must then be binary.
 
     Raises:
       ValueError: unknown objective, missing data or target, bad data (NaN/inf rows, shape), a
@@ -161,19 +175,25 @@ def fit(
         keep=keep,
         resume=resume,
         steps_per_chunk=steps_per_chunk,
+        binarize=binarize,
     )
     trainable, fixed = partition(params)
     optimizer = default_optimizer(steps) if optimizer is None else optimizer
     losses = term_losses(flow, inputs.target_log_prob, inputs.batch, inputs.ctx_one)
+    if isinstance(flow, VAE):
+        losses.update(vae_term_losses(flow, inputs.samples, binarize))
     chunk, used, traces = make_chunk(
         fixed, optimizer, losses, inputs.starts, inputs.weights, length=inputs.length
     )
-    val_fn = compile_validation(flow, fixed, trainable, inputs.val)
     opt_state = optimizer.init(trainable)
     log, step = RunLog(used, params), 0
     ckpt = open_checkpoints(checkpoint_dir, keep, resume)
     if resume and ckpt.latest_step() is not None:
         key, step, trainable, opt_state = restore(ckpt, log, key, params, opt_state)
+    val_loss = None  # the flow's mean NLL
+    if isinstance(flow, VAE):  # a fixed key: every validation sees the same draws
+        val_loss = validation_bound(flow, inputs.samples, jax.random.fold_in(key, 0x5A11D))
+    val_fn = compile_validation(flow, fixed, trainable, inputs.val, val_loss)
     step_key, data_key = jax.random.split(key)
     launch = launcher(
         chunk,
@@ -235,6 +255,7 @@ class _Inputs(NamedTuple):
     val: tuple | None  # (x, context) host arrays
     batch: int
     length: int
+    samples: dict  # {term: k} of the IWAE terms
 
 
 def _positive(**values):
@@ -245,12 +266,22 @@ def _positive(**values):
 
 def _check_inputs(flow, params, key, *, objective, data, target_log_prob, context, val_data,
                   steps, batch_size, val_every, patience, checkpoint_dir, checkpoint_every,
-                  keep, resume, steps_per_chunk) -> _Inputs:  # fmt: skip
+                  keep, resume, steps_per_chunk, binarize) -> _Inputs:  # fmt: skip
     """Every check on ``fit``'s arguments, raised before any compile (see ``fit``'s Raises)."""
     starts, weights = parse_objective(objective)
+    samples = objective_samples(objective)
     used = [t for i, t in enumerate(TERMS) if weights[:, i].any()]
-    if "mle" in used and data is None:
-        raise ValueError(f"objective {objective!r} uses 'mle', which needs data=")
+    is_vae, vae_used = isinstance(flow, VAE), [t for t in used if t in VAE_TERMS]
+    if is_vae != (len(vae_used) == len(used)):
+        raise ValueError(
+            f"objective {objective!r}: a VAE trains with {list(VAE_TERMS)} only, a flow with "
+            f"{[t for t in TERMS if t not in VAE_TERMS]}; got a {type(flow).__name__} and {used}"
+        )
+    if binarize is not None and not is_vae:
+        raise ValueError(f"binarize={binarize!r} is for a VAE with a Bernoulli likelihood")
+    for term in ("mle", *VAE_TERMS):
+        if term in used and data is None:
+            raise ValueError(f"objective {objective!r} uses {term!r}, which needs data=")
     if target_log_prob is not None and not callable(target_log_prob):
         target_log_prob = getattr(target_log_prob, "log_prob", target_log_prob)
     needs_target = any(t.startswith("reverse_kl") for t in used)
@@ -269,7 +300,11 @@ def _check_inputs(flow, params, key, *, objective, data, target_log_prob, contex
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir=")
 
-    dtype, shape = p_dtype(partition(params)[0]), flow.event_shape
+    dtype = p_dtype(partition(params)[0])
+    shape = flow.data_shape if is_vae else flow.event_shape
+    if is_vae:
+        val_x = val_data[0] if isinstance(val_data, (tuple, list)) else val_data
+        check_vae_inputs(flow, data, val_x, binarize, context)
     ctx_rows = ctx_one = val = None
     if context is not None:
         context = np.asarray(context)
@@ -296,4 +331,6 @@ def _check_inputs(flow, params, key, *, objective, data, target_log_prob, contex
         val_every if val_data is not None else steps,
         checkpoint_every if checkpoint_dir is not None else steps,
     )
-    return _Inputs(starts, weights, target_log_prob, data, ctx_rows, ctx_one, val, batch, length)
+    return _Inputs(
+        starts, weights, target_log_prob, data, ctx_rows, ctx_one, val, batch, length, samples
+    )
