@@ -258,7 +258,7 @@ def mle_rows(name, steps, n_train, n_test, grid, use_flowjax, same_opt):
 
 def is_stats(log_w: jax.Array, log_z_true: float) -> dict:
     log_z, se = fl.log_z_estimate(log_w)
-    elbo = float(fl.elbo(log_w))
+    elbo = float(fl.mean_log_weight(log_w))
     return {
         "elbo": elbo,
         "gap": log_z_true - elbo,

@@ -4,7 +4,7 @@
 and return (output, log|det J|). Compose with ``chain``/``stack``, add a base with ``make_flow``.
 """
 
-from flowjax_lab import distributed, models, sharding, testing, transforms
+from flowjax_lab import distributed, models, objectives, sharding, testing, transforms, vae
 from flowjax_lab.checkpoint import Checkpointer, CheckpointError
 from flowjax_lab.core import (
     Flow,
@@ -27,8 +27,12 @@ from flowjax_lab.objectives import (
     ess,
     forward_kl,
     importance_diagnostics,
+    iwae_bound,
+    iwae_from_log_weights,
+    latent_log_weights,
     log_importance_weights,
     log_z_estimate,
+    mean_log_weight,
     mixed_kl,
     reverse_kl,
 )
@@ -55,14 +59,19 @@ __all__ = [
     "elbo",
     "ess",
     "importance_diagnostics",
+    "iwae_bound",
+    "iwae_from_log_weights",
+    "latent_log_weights",
     "log_importance_weights",
     "log_z_estimate",
+    "mean_log_weight",
     "mixed_kl",
     "from_distrax",
     "invert",
     "is_trainable",
     "make_flow",
     "models",
+    "objectives",
     "partition",
     "reverse_kl",
     "sharding",
@@ -71,4 +80,5 @@ __all__ = [
     "testing",
     "to_distrax",
     "transforms",
+    "vae",
 ]

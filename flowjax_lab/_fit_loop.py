@@ -47,15 +47,15 @@ class Chunk(NamedTuple):
     val: Any
 
 
-def compile_validation(flow, fixed, trainable, val, mesh=None) -> Callable | None:
+def compile_validation(flow, fixed, trainable, val, mesh=None, loss=None) -> Callable | None:
     """``val_fn(tr) -> loss`` on the validation rows, compiled now (not mid-loop); or None.
 
-    On a mesh the rows are split over the data axis when their count divides evenly (else
+    ``loss(params, x, ctx)`` defaults to ``validation_loss(flow)`` (the mean NLL). On a mesh the rows are split over the data axis when their count divides evenly (else
     replicated) and the loss is replicated.
     """
     if val is None:
         return None
-    loss = validation_loss(flow)
+    loss = validation_loss(flow) if loss is None else loss
     fn = lambda tr, x, c: loss(combine(tr, fixed), x, c)  # noqa: E731
     if mesh is None:
         x, c = jnp.asarray(val[0]), None if val[1] is None else jnp.asarray(val[1])

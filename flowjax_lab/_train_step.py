@@ -14,53 +14,103 @@ import optax
 from flowjax_lab.core import Flow, combine
 from flowjax_lab.objectives import forward_kl, reverse_kl
 
-TERMS = ("mle", "reverse_kl", "reverse_kl_stl")
-"""Objective terms: forward KL on data, reverse KL on base samples (``_stl``: stick the landing)."""
+VAE_TERMS = ("elbo", "iwae", "iwae_dreg")
+"""Latent-variable terms (a ``fl.vae.VAE`` on data): negative ELBO, negative IWAE-k (plain or
+DReG gradient). In a spec, {"iwae": k} gives the number of importance samples k, not a weight."""
+
+TERMS = ("mle", "reverse_kl", "reverse_kl_stl", *VAE_TERMS)
+"""Objective terms: forward KL on data, reverse KL on base samples (``_stl``: stick the landing),
+and the VAE bounds."""
+
+SAMPLE_TERMS = ("iwae", "iwae_dreg")
 
 
-def parse_objective(objective) -> tuple[np.ndarray, np.ndarray]:
-    """An objective spec as (start steps (S,), weights (S, len(TERMS))).
-
-    Accepts a term name, a dict {term: weight}, or a schedule [(start_step, name_or_dict), ...]
-    starting at step 0 with increasing starts.
-    """
-
-    def weights(spec, where):
+def _schedule(objective) -> list[tuple[int, dict, str]]:
+    """An objective spec as [(start, {term: value}, where)], its structure checked."""
+    if isinstance(objective, (str, dict)):
+        entries = [(0, objective, "")]
+    elif not isinstance(objective, (list, tuple)) or not objective:
+        raise ValueError(
+            f"unknown objective {objective!r}: give one of {list(TERMS)}, a dict of weights or "
+            "a schedule [(start_step, objective), ...]"
+        )
+    else:
+        entries = []
+        for i, item in enumerate(objective):
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                raise ValueError(
+                    f"objective schedule entry {i}: expected (start_step, spec), got {item!r}"
+                )
+            entries.append((int(item[0]), item[1], f" (schedule entry {i})"))
+        starts = [e[0] for e in entries]
+        if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
+            raise ValueError(
+                f"objective schedule starts must begin at 0 and increase, got {starts}"
+            )
+    out = []
+    for start, spec, where in entries:
+        if isinstance(spec, str) and spec in SAMPLE_TERMS:
+            raise ValueError(
+                f"objective {spec!r}{where} needs its number of importance samples: give "
+                f"{{{spec!r}: k}}"
+            )
         if isinstance(spec, str):
             spec = {spec: 1.0}
         if not isinstance(spec, dict) or not spec:
             raise ValueError(
                 f"objective{where}: expected a name or a dict of weights, got {spec!r}"
             )
-        row = np.zeros(len(TERMS), np.float32)
-        for name, w in spec.items():
+        for name in spec:
             if name not in TERMS:
                 raise ValueError(f"unknown objective {name!r}{where}; choose from {list(TERMS)}")
-            if not isinstance(w, numbers.Real) or not np.isfinite(w) or w < 0:
+        out.append((start, spec, where))
+    return out
+
+
+def parse_objective(objective) -> tuple[np.ndarray, np.ndarray]:
+    """An objective spec as (start steps (S,), weights (S, len(TERMS))).
+
+    Accepts a term name, a dict {term: weight}, or a schedule [(start_step, name_or_dict), ...]
+    starting at step 0 with increasing starts. For "iwae" / "iwae_dreg" the dict value is the
+    number of samples k (see `objective_samples`) and the weight is 1.
+    """
+    starts, rows = [], []
+    for start, spec, where in _schedule(objective):
+        row = np.zeros(len(TERMS), np.float32)
+        for name, w in spec.items():
+            if name in SAMPLE_TERMS:
+                w = 1.0
+            elif not isinstance(w, numbers.Real) or not np.isfinite(w) or w < 0:
                 raise ValueError(f"objective weight for {name!r}{where} must be >= 0, got {w!r}")
             row[TERMS.index(name)] = w
         if not row.any():
             raise ValueError(f"objective{where}: all weights are zero in {spec!r}")
-        return row
-
-    if isinstance(objective, (str, dict)):
-        return np.zeros(1, np.int32), weights(objective, "")[None]
-    if not isinstance(objective, (list, tuple)) or not objective:
-        raise ValueError(
-            f"unknown objective {objective!r}: give one of {list(TERMS)}, a dict of weights or "
-            "a schedule [(start_step, objective), ...]"
-        )
-    starts, rows = [], []
-    for i, item in enumerate(objective):
-        if not isinstance(item, (list, tuple)) or len(item) != 2:
-            raise ValueError(
-                f"objective schedule entry {i}: expected (start_step, spec), got {item!r}"
-            )
-        starts.append(int(item[0]))
-        rows.append(weights(item[1], f" (schedule entry {i})"))
-    if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
-        raise ValueError(f"objective schedule starts must begin at 0 and increase, got {starts}")
+        starts.append(start)
+        rows.append(row)
     return np.asarray(starts, np.int32), np.stack(rows)
+
+
+def objective_samples(objective) -> dict[str, int]:
+    """{term: k} for the IWAE terms of a spec, e.g. {"iwae": 50} for objective={"iwae": 50}.
+
+    k must be an integer >= 1 and the same wherever a term appears in a schedule.
+    """
+    samples: dict[str, int] = {}
+    for _, spec, where in _schedule(objective):
+        for name, k in spec.items():
+            if name not in SAMPLE_TERMS:
+                continue
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+                raise ValueError(
+                    f"objective {name!r}{where}: the value is the number of importance samples "
+                    f"k, an integer >= 1, got {k!r}"
+                )
+            if samples.setdefault(name, int(k)) != int(k):
+                raise ValueError(
+                    f"objective {name!r}{where}: k = {k} differs from k = {samples[name]} "
+                    "elsewhere in the schedule (one k per term)"
+                )
+    return samples
 
 
 def check_rows(x, event_shape, name: str, dtype) -> jax.Array:

@@ -4,6 +4,7 @@
       [--coordinator HOST:PORT --num-processes N --process-id I]   one process of a multi-host
       run (or FLOWJAX_LAB_COORDINATOR / _NUM_PROCESSES / _PROCESS_ID; see fl.distributed)
   flowjax-lab eval RUN_DIR                              test NLL, or ELBO / log Z / ESS
+  flowjax-lab eval VAE_RUN_DIR [--iwae-k 5000]          a VAE's test log p(x) by IWAE, +- s.e.
   flowjax-lab sample RUN_DIR -n N -o FILE.npy           N samples in data units
 
 Errors (a bad config, a missing run folder, ...) print one line to stderr and exit with code 2.
@@ -30,6 +31,11 @@ _LABELS = {
     "true_log_z": "log Z (exact)",
     "log_z_minus_elbo": "log Z - ELBO",
     "ess": "ESS / n",
+    "test_log_px": "test log p(x) (IWAE)",
+    "iwae_k": "IWAE importance samples k",
+    "test_elbo": "test ELBO",
+    "val_elbo": "validation ELBO",
+    "val_elbo_init": "validation ELBO at init",
 }
 
 
@@ -55,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     multi.add_argument("--process-id", type=int, metavar="I", help="this process, 0 .. N - 1")
     ev = sub.add_parser("eval", help="print the metrics of a run folder")
     ev.add_argument("run_dir")
+    ev.add_argument(
+        "--iwae-k", type=int, default=None, help="VAE runs: importance samples (default 5000)"
+    )
+    ev.add_argument(
+        "--iwae-chunk", type=int, default=None, help="VAE runs: samples drawn at a time"
+    )
     sample = sub.add_parser("sample", help="write samples of a run's model to a .npy file")
     sample.add_argument("run_dir")
     sample.add_argument("-n", type=int, required=True, help="number of samples")
@@ -70,7 +82,8 @@ def _format(metrics: dict) -> str:
         if value is None:
             continue
         se = metrics.get(f"{key}_se")
-        lines.append(f"{label:>28}: {value:.4f}" + (f" +- {se:.4f}" if se is not None else ""))
+        text = f"{value}" if isinstance(value, int) else f"{value:.4f}"
+        lines.append(f"{label:>28}: {text}" + (f" +- {se:.4f}" if se is not None else ""))
     return "\n".join(lines)
 
 
@@ -89,7 +102,7 @@ def _train(args) -> None:
 def _eval(args) -> None:
     from flowjax_lab import experiment  # noqa: PLC0415
 
-    print(_format(experiment.evaluate(args.run_dir)))
+    print(_format(experiment.evaluate(args.run_dir, args.iwae_k, args.iwae_chunk)))
 
 
 def _sample(args) -> None:

@@ -26,6 +26,8 @@ from typing import Any, Literal, Union
 import yaml
 
 OBJECTIVES = ("mle", "reverse_kl", "reverse_kl_stl")
+VAE_OBJECTIVES = ("elbo", "iwae")  # "elbo", or {iwae: k}: the objectives of model "vae"
+BINARIZED_DATA = ("binarized_mnist", "binarized_digits")
 
 
 class _Loader(yaml.SafeLoader):
@@ -54,8 +56,10 @@ class DataConfig:
     """A data set for maximum likelihood.
 
     name: a 2-D toy set (two_moons, eight_gaussians, checkerboard, pinwheel, rings,
-      two_spirals), ``gaussian_mixture`` (params: means, scales, weights) or ``digits``
-      (params: alpha, the logit alpha, default 0.05).
+      two_spirals), ``gaussian_mixture`` (params: means, scales, weights), ``digits``
+      (params: alpha, the logit alpha, default 0.05), or for model "vae" ``binarized_mnist`` /
+      ``binarized_digits`` (params: binarization_seed, default 0; never standardised; training
+      rows are intensities binarised afresh each step, validation and test are fixed).
     num_samples: rows drawn for the sampled sets (digits has its own 1797).
     fractions: train / validation / test fractions.
     standardize: fit a per-feature standardiser on train; NLLs are reported in data units.
@@ -78,7 +82,12 @@ class TargetConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A ready-made model by name (see ``problems.MODELS``); ``params`` go to the builder."""
+    """A ready-made model by name (see ``problems.MODELS``); ``params`` go to the builder.
+
+    For ``name: vae`` only ``hidden`` (the encoder and decoder MLP widths) is read; the rest of
+    ``fl.vae.vae``'s arguments (latent_dim, likelihood, posterior, iaf_steps, prior, ...) go in
+    ``params``.
+    """
 
     name: str
     num_layers: int = 5
@@ -128,6 +137,8 @@ class EvalConfig:
     """Evaluation and plots.
 
     num_samples: base samples for ELBO / log Z / ESS and for the sample plot.
+    iwae_k / iwae_chunk: a VAE's test log p(x) is the IWAE bound with ``iwae_k`` importance
+      samples per image (5000, as the IWAE paper), drawn ``iwae_chunk`` at a time.
     grid_size: points per axis of the 2-D density plots.
     plot_range: (xmin, xmax, ymin, ymax) of the 2-D plots; None picks it from the data
       (or [-4, 4]^2 for targets).
@@ -136,6 +147,8 @@ class EvalConfig:
     num_samples: int = 10000
     grid_size: int = 200
     plot_range: tuple[float, float, float, float] | None = None
+    iwae_k: int = 5000
+    iwae_chunk: int = 1000
 
 
 @dataclass(frozen=True)
@@ -147,7 +160,9 @@ class OutputConfig:
     plots: bool = True
 
 
-Objective = Literal["mle", "reverse_kl", "reverse_kl_stl"] | dict[str, float] | tuple[Stage, ...]
+Objective = (
+    Literal["mle", "reverse_kl", "reverse_kl_stl", "elbo"] | dict[str, float] | tuple[Stage, ...]
+)
 
 
 @dataclass(frozen=True)
@@ -157,7 +172,8 @@ class Config:
     Give ``data`` (maximum likelihood), ``target`` (reverse KL) or both (a weighted mix or a
     schedule of the two). ``objective`` is "mle", "reverse_kl", weights such as
     {mle: 1.0, reverse_kl: 0.5}, or a schedule: a list of {start: step, objective: ...}.
-    "reverse_kl_stl" is reverse KL with the sticking-the-landing gradient.
+    "reverse_kl_stl" is reverse KL with the sticking-the-landing gradient. Model "vae" takes
+    "elbo" or {iwae: k} (the IWAE bound with k >= 1 importance samples) instead.
     """
 
     name: str
@@ -293,6 +309,8 @@ def _objective_names(objective: Any, path: str) -> set[str]:
     """The objectives a config's ``objective`` uses (checking weights and schedule order)."""
     if isinstance(objective, str):
         return {objective}
+    if isinstance(objective, dict) and "iwae" in objective:
+        return {"iwae"}
     if isinstance(objective, dict):
         _check_weights(objective, path)
         return {k for k, w in objective.items() if w > 0}
@@ -307,11 +325,54 @@ def _objective_names(objective: Any, path: str) -> set[str]:
     return names
 
 
+def _validate_vae(config: Config) -> None:
+    """A VAE trains on data by "elbo" or {iwae: k}; binarised data goes only to a VAE."""
+    objective, is_vae = config.objective, config.model.name == "vae"
+    vae_objective = objective == "elbo" or (isinstance(objective, dict) and "iwae" in objective)
+    data = config.data.name if config.data is not None else None
+    if is_vae != vae_objective:
+        raise ValueError(
+            f"config key 'objective': model 'vae' takes 'elbo' or {{iwae: k}}, and those only "
+            f"train model 'vae'; got objective {objective!r} for model {config.model.name!r}"
+        )
+    if data in BINARIZED_DATA and not is_vae:
+        raise ValueError(f"config key 'data.name': {data!r} is for model 'vae' only")
+    if not is_vae:
+        return
+    if isinstance(objective, dict):
+        k = objective["iwae"]
+        if len(objective) != 1:
+            extra = next(n for n in objective if n != "iwae")
+            raise ValueError(f"config: unknown key 'objective.{extra}'; allowed keys: ['iwae']")
+        if k != int(k) or k < 1:
+            raise ValueError(f"config key 'objective.iwae': k must be an integer >= 1, got {k:g}")
+    if data is None or config.target is not None:
+        raise ValueError("config: model 'vae' needs a 'data' section and no 'target'")
+    likelihood = config.model.params.get("likelihood", "bernoulli")
+    if likelihood == "bernoulli" and data not in BINARIZED_DATA:
+        raise ValueError(
+            f"config key 'data.name': a Bernoulli likelihood needs binary data, got {data!r}; "
+            f"use one of {list(BINARIZED_DATA)} or model.params.likelihood: gaussian"
+        )
+    for key in ("iwae_k", "iwae_chunk"):
+        if getattr(config.eval, key) < 1:
+            value = getattr(config.eval, key)
+            raise ValueError(f"config key 'eval.{key}': must be an integer >= 1, got {value}")
+
+
 def validate(config: Config) -> Config:
     """Cross-field checks: an objective's needs (data, target) and positive sizes."""
     if config.data is None and config.target is None:
         raise ValueError("config: give 'data' (for mle), 'target' (for reverse_kl) or both")
+    _validate_vae(config)
     for name in _objective_names(config.objective, "objective"):
+        if name in VAE_OBJECTIVES:  # the rest is checked by _validate_vae
+            if isinstance(config.objective, tuple):
+                raise ValueError(
+                    f"config key 'objective': {name!r} cannot be part of a schedule; give "
+                    "'elbo' or {iwae: k} alone"
+                )
+            continue
         need = "data" if name == "mle" else "target"  # reverse_kl and reverse_kl_stl
         if getattr(config, need) is None:
             raise ValueError(f"config key 'objective': {name} needs a '{need}' section")

@@ -114,6 +114,8 @@ def _num(v) -> float | None:
 
 def run(config: cfg.Config, *, progress: bool | None = None) -> RunResult:
     """Train the config's model and write its run folder (see the module docstring)."""
+    if config.model.name == "vae":  # a VAE is not a flow: its own module
+        return _vae().run(config, progress=progress)
     problem = build_problem(config)
     flow = build_flow(config, problem.dim)
     k_init, k_fit, k_eval = jax.random.split(
@@ -161,6 +163,12 @@ def run(config: cfg.Config, *, progress: bool | None = None) -> RunResult:
         f.write(json.dumps({"summary": True, **metrics}) + "\n")
     pictures = _plots(config, problem, flow, result.params, result.history, run_dir, k_eval)
     return RunResult(run_dir, result.params, result.history, metrics, pictures)
+
+
+def _vae():
+    from flowjax_lab import vae_experiment  # noqa: PLC0415
+
+    return vae_experiment
 
 
 def _fit(*args, **kwargs):
@@ -277,9 +285,7 @@ def load_run(run_dir: str | Path) -> tuple[cfg.Config, Problem, Flow, Any]:
     from flowjax_lab.checkpoint import Checkpointer  # noqa: PLC0415
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "checkpoints").is_dir():
-        raise ValueError(f"{run_dir} is not a run folder (needs config.yaml and checkpoints/)")
-    config = cfg.load_config(run_dir / "config.yaml")
+    config = _run_config(run_dir)
     ckpt = Checkpointer(run_dir / "checkpoints", keep=max(config.train.keep, 1))
     _, meta, saved = ckpt.read_meta()
     s = saved.get("standardizer")
@@ -295,12 +301,28 @@ def load_run(run_dir: str | Path) -> tuple[cfg.Config, Problem, Flow, Any]:
     return config, problem, flow, trees[name]
 
 
+def _run_config(run_dir: str | Path) -> cfg.Config:
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "checkpoints").is_dir():
+        raise ValueError(f"{run_dir} is not a run folder (needs config.yaml and checkpoints/)")
+    return cfg.load_config(run_dir / "config.yaml")
+
+
 def _eval_key(config: cfg.Config) -> jax.Array:
     return jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 1), 3)[2]
 
 
-def evaluate(run_dir: str | Path) -> dict:
-    """The final metrics of a saved run, recomputed from its config and checkpoint."""
+def evaluate(run_dir: str | Path, iwae_k: int | None = None, iwae_chunk: int | None = None) -> dict:
+    """The final metrics of a saved run, recomputed from its config and checkpoint.
+
+    ``iwae_k`` / ``iwae_chunk``: for a VAE run, the importance samples of its test log p(x)
+    (default: the config's ``eval.iwae_k``, 5000) and how many are drawn at a time.
+    """
+    config = _run_config(run_dir)
+    if config.model.name == "vae":
+        return _vae().evaluate(run_dir, config, iwae_k, iwae_chunk)
+    if iwae_k is not None or iwae_chunk is not None:
+        raise ValueError(f"--iwae-k / --iwae-chunk apply to VAE runs; {run_dir} is a flow run")
     config, problem, flow, params = load_run(run_dir)
     return _evaluate(config, problem, flow, params, _eval_key(config))
 
@@ -309,5 +331,8 @@ def sample(run_dir: str | Path, n: int, seed: int = 0) -> np.ndarray:
     """n samples (n, dim) from a saved run's model, in data units (digits: pixels in [0, 1))."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
+    config = _run_config(run_dir)
+    if config.model.name == "vae":
+        return _vae().sample(run_dir, config, n, seed)
     _, problem, flow, params = load_run(run_dir)
     return _samples(problem, flow, params, jax.random.key(seed), n)

@@ -126,11 +126,16 @@ def density_panels(
 
 
 def image_grid(
-    images: np.ndarray, path: str | Path, shape: tuple[int, int] = (8, 8), title: str = ""
+    images: np.ndarray,
+    path: str | Path,
+    shape: tuple[int, int] = (8, 8),
+    title: str = "",
+    cols: int | None = None,
 ) -> Path:
-    """A grid of grey-scale images from rows of (n, h*w) pixel intensities in [0, 1]."""
+    """A grid of grey-scale images from rows of (n, h*w) pixel intensities in [0, 1]; ``cols``
+    images per row (default: a square grid)."""
     images = np.clip(np.asarray(images, np.float64), 0.0, 1.0).reshape(-1, *shape)
-    cols = int(np.ceil(np.sqrt(len(images))))
+    cols = int(np.ceil(np.sqrt(len(images)))) if cols is None else cols
     rows = int(np.ceil(len(images) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.4), dpi=110)
     for i, ax in enumerate(np.atleast_1d(axes).ravel()):
@@ -140,6 +145,28 @@ def image_grid(
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def image_pairs(
+    originals: np.ndarray,
+    reconstructions: np.ndarray,
+    path: str | Path,
+    shape: tuple[int, int],
+    cols: int = 8,
+    title: str = "",
+) -> Path:
+    """Images above their reconstructions: rows of ``cols`` originals, each row followed by the
+    row of their reconstructions; (n, h*w) intensities in [0, 1]."""
+    originals = np.asarray(originals, np.float64)
+    reconstructions = np.asarray(reconstructions, np.float64)
+    n = len(originals)
+    blank = np.zeros((-n % cols, originals.shape[1]))
+    top = np.concatenate([originals, blank]).reshape(-1, cols, originals.shape[1])
+    bottom = np.concatenate([reconstructions, blank]).reshape(-1, cols, originals.shape[1])
+    pairs = np.stack([top, bottom], 1).reshape(-1, originals.shape[1])  # row-pairs interleaved
+    return image_grid(
+        pairs, path, shape, title=title or "top: image, below: reconstruction", cols=cols
+    )
 
 
 def _save(fig, path: str | Path) -> Path:

@@ -78,7 +78,12 @@ def build_flow(config: cfg.Config, dim: int) -> Flow:
 
 # --------------------------------------------------------------------------- data and targets
 
-_DATA_PARAMS = {"gaussian_mixture": ("means", "scales", "weights"), "digits": ("alpha",)}
+_DATA_PARAMS = {
+    "gaussian_mixture": ("means", "scales", "weights"),
+    "digits": ("alpha",),
+    "binarized_mnist": ("binarization_seed",),
+    "binarized_digits": ("binarization_seed",),
+}
 DATASETS = (*D.TOY_2D, *_DATA_PARAMS)
 
 
@@ -115,6 +120,8 @@ def _load_data(dc: cfg.DataConfig, key: jax.Array):
             f"allowed keys: {list(_DATA_PARAMS.get(dc.name, ()))}"
         )
     k_sample, k_split = jax.random.split(key)
+    if dc.name in cfg.BINARIZED_DATA:
+        return _load_binarized(dc, key), None, None
     if dc.name == "digits":
         digits = D.load_digits(key, alpha=dc.params.get("alpha", 0.05), fractions=dc.fractions)
         return (digits.train, digits.val, digits.test), None, digits.alpha
@@ -131,6 +138,16 @@ def _load_data(dc: cfg.DataConfig, key: jax.Array):
         lambda k1, k2: tuple(D.train_val_test_split(k2, sampler(k1, dc.num_samples), dc.fractions))
     )
     return draw(k_sample, k_split), log_prob, None
+
+
+def _load_binarized(dc: cfg.DataConfig, key: jax.Array):
+    """(train intensities in [0, 1], fixed binary val, fixed binary test) of a binarised set."""
+    seed = dc.params.get("binarization_seed", D.BINARIZATION_SEED)
+    if dc.name == "binarized_mnist":
+        b = D.load_binarized_mnist(seed)
+    else:
+        b = D.load_binarized_digits(key, dc.fractions, seed)
+    return b.train, b.val, b.test
 
 
 def _load_target(tc: cfg.TargetConfig) -> Target:
@@ -159,7 +176,8 @@ def build_problem(config: cfg.Config, standardizer: D.Standardizer | None = None
     if config.data is not None:
         (train, val, test), data_log_prob, alpha = _load_data(config.data, key)
         D.check_data(np.asarray(train), name="training data")
-        if standardizer is None and config.data.standardize:
+        binary = config.data.name in cfg.BINARIZED_DATA  # {0, 1} data: never standardised
+        if standardizer is None and config.data.standardize and not binary:
             standardizer = jax.jit(D.fit_standardizer)(train)
         if standardizer is not None:
             train, val, test = jax.jit(lambda s, *a: [D.standardize(s, x) for x in a])(

@@ -44,9 +44,11 @@ from flowjax_lab._fit_loop import (
 )
 from flowjax_lab._train_step import (
     TERMS,
+    VAE_TERMS,
     check_rows,
     check_target,
     make_chunk,
+    objective_samples,
     p_dtype,
     parse_objective,
     term_losses,
@@ -61,6 +63,8 @@ from flowjax_lab.sharding import (
     to_host,
     to_local,
 )
+from flowjax_lab.vae.model import VAE
+from flowjax_lab.vae.training import check_vae_inputs, vae_term_losses, validation_bound
 
 __all__ = ["TERMS", "FitResult", "TrainingDivergedError", "default_optimizer", "fit"]
 
@@ -124,13 +128,18 @@ def fit(
     steps_per_chunk: int = 100,
     config: dict | None = None,
     mesh=None,
+    binarize: str | None = None,
 ) -> FitResult:
-    """Fit ``flow`` by forward KL (MLE on ``data``), reverse KL (to ``target_log_prob``), or a mix.
+    """Fit ``flow`` by forward KL (MLE on ``data``), reverse KL (to ``target_log_prob``), or a mix;
+    or a ``fl.vae.VAE`` by its ELBO or IWAE-k bound on ``data``.
 
     Args:
       key: a jax random key, the only source of randomness.
       objective: "mle", "reverse_kl", "reverse_kl_stl" (stick the landing), a dict of weights
         {"mle": 1.0, "reverse_kl": 0.5}, or a schedule [(0, "mle"), (500, "reverse_kl")].
+        For a VAE: "elbo" (minus the ELBO), {"iwae": k} (minus IWAE-k, plain gradient) or
+        {"iwae_dreg": k} (DReG gradient); the dict value is k, not a weight. A schedule works
+        too, e.g. [(0, "elbo"), (1000, {"iwae": 5})].
       data: (n, *event) training rows (needed by "mle"), reshuffled every epoch.
       target_log_prob: unnormalised log density of ONE event (needed by reverse KL), or an
         object with a ``log_prob`` attribute (an ``fl.targets`` Target).
@@ -139,7 +148,9 @@ def fit(
         leaves are optimised; integer leaves (permutation indices) are never changed.
       val_data: (n, *event) rows, or (rows, context): mean NLL every ``val_every`` steps and at
         the end; the params with the best one are returned. ``patience``: stop after that many
-        validations without improvement.
+        validations without improvement. For a VAE the validation loss is minus the mean bound
+        (IWAE-k with the objective's largest k, else the ELBO) at a fixed key derived from
+        ``key``; rows must be binary for a Bernoulli likelihood (a fixed binarisation).
       context: one vector (c,) for every event, or per-row context (n, c) aligned with ``data``.
       checkpoint_dir: save every ``checkpoint_every`` steps, at the end and on divergence, keeping
         the last ``keep``; ``resume=True`` continues from the latest (with its saved key).
@@ -153,6 +164,9 @@ def fit(
         divide evenly over the data devices. Multi-host: every process calls
         ``fl.distributed.initialize`` first and passes the same arguments (the same host
         ``data``); each sends only its own devices' rows, process 0 writes the checkpoints.
+      binarize: VAE with a Bernoulli likelihood only: "dynamic" treats ``data`` as intensities
+        in [0, 1] and draws x ~ Bernoulli(row) at each step from fold_in(key, step) (resumable);
+        None (default) trains on the rows as given, which must then be binary.
 
     Raises:
       ValueError: unknown objective, missing data or target, bad data (NaN/inf rows, shape), a
@@ -182,6 +196,7 @@ def fit(
         resume=resume,
         steps_per_chunk=steps_per_chunk,
         mesh=mesh,
+        binarize=binarize,
     )
     mesh = inputs.mesh
     place = (lambda tree: tree) if mesh is None else lambda tree: replicate(tree, mesh)  # noqa: E731
@@ -192,6 +207,8 @@ def fit(
     consts = fixed if mesh is None else to_host(fixed)
     optimizer = default_optimizer(steps) if optimizer is None else optimizer
     losses = term_losses(flow, inputs.target_log_prob, inputs.batch, inputs.ctx_one)
+    if isinstance(flow, VAE):
+        losses.update(vae_term_losses(flow, inputs.samples, binarize))
     chunk, used, traces = make_chunk(
         consts,
         optimizer,
@@ -201,7 +218,6 @@ def fit(
         length=inputs.length,
         shard=None if mesh is None else (batch_sharding(mesh), replicated(mesh)),
     )
-    val_fn = compile_validation(flow, consts, trainable, inputs.val, mesh)
     opt_state = place(optimizer.init(trainable))
     log, step = RunLog(used, params), 0
     ckpt = open_checkpoints(checkpoint_dir, keep, resume)
@@ -210,6 +226,10 @@ def fit(
         trainable, opt_state = place((trainable, opt_state))
     if jax.process_count() > 1:  # no process writes before all have read the checkpoints
         multihost_utils.sync_global_devices("flowjax_lab.fit: checkpoints read")
+    val_loss = None  # the flow's mean NLL
+    if isinstance(flow, VAE):  # a fixed key: every validation sees the same draws
+        val_loss = validation_bound(flow, inputs.samples, jax.random.fold_in(key, 0x5A11D))
+    val_fn = compile_validation(flow, consts, trainable, inputs.val, mesh, val_loss)
     step_key, data_key = jax.random.split(key)
     launch = launcher(
         chunk,
@@ -274,6 +294,7 @@ class _Inputs(NamedTuple):
     batch: int
     length: int
     mesh: Mesh | None
+    samples: dict  # {term: k} of the IWAE terms
 
 
 def _positive(**values):
@@ -284,12 +305,22 @@ def _positive(**values):
 
 def _check_inputs(flow, params, key, *, objective, data, target_log_prob, context, val_data,
                   steps, batch_size, val_every, patience, checkpoint_dir, checkpoint_every,
-                  keep, resume, steps_per_chunk, mesh) -> _Inputs:  # fmt: skip
+                  keep, resume, steps_per_chunk, mesh, binarize) -> _Inputs:  # fmt: skip
     """Every check on ``fit``'s arguments, raised before any compile (see ``fit``'s Raises)."""
     starts, weights = parse_objective(objective)
+    samples = objective_samples(objective)
     used = [t for i, t in enumerate(TERMS) if weights[:, i].any()]
-    if "mle" in used and data is None:
-        raise ValueError(f"objective {objective!r} uses 'mle', which needs data=")
+    is_vae, vae_used = isinstance(flow, VAE), [t for t in used if t in VAE_TERMS]
+    if is_vae != (len(vae_used) == len(used)):
+        raise ValueError(
+            f"objective {objective!r}: a VAE trains with {list(VAE_TERMS)} only, a flow with "
+            f"{[t for t in TERMS if t not in VAE_TERMS]}; got a {type(flow).__name__} and {used}"
+        )
+    if binarize is not None and not is_vae:
+        raise ValueError(f"binarize={binarize!r} is for a VAE with a Bernoulli likelihood")
+    for term in ("mle", *VAE_TERMS):
+        if term in used and data is None:
+            raise ValueError(f"objective {objective!r} uses {term!r}, which needs data=")
     if target_log_prob is not None and not callable(target_log_prob):
         target_log_prob = getattr(target_log_prob, "log_prob", target_log_prob)
     needs_target = any(t.startswith("reverse_kl") for t in used)
@@ -308,7 +339,11 @@ def _check_inputs(flow, params, key, *, objective, data, target_log_prob, contex
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir=")
 
-    dtype, shape = p_dtype(partition(params)[0]), flow.event_shape
+    dtype = p_dtype(partition(params)[0])
+    shape = flow.data_shape if is_vae else flow.event_shape
+    if is_vae:
+        val_x = val_data[0] if isinstance(val_data, (tuple, list)) else val_data
+        check_vae_inputs(flow, data, val_x, binarize, context)
     ctx_rows = ctx_one = val = None
     if context is not None:
         context = np.asarray(context)
@@ -338,5 +373,17 @@ def _check_inputs(flow, params, key, *, objective, data, target_log_prob, contex
     mesh = as_mesh(mesh)
     if mesh is not None:
         check_divisible(batch, mesh, "batch_size" if batch == batch_size else "batch (data rows)")
-    inputs = (starts, weights, target_log_prob, data, ctx_rows, ctx_one, val, batch, length, mesh)
+    inputs = (
+        starts,
+        weights,
+        target_log_prob,
+        data,
+        ctx_rows,
+        ctx_one,
+        val,
+        batch,
+        length,
+        mesh,
+        samples,
+    )
     return _Inputs(*inputs)

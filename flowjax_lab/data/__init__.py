@@ -1,4 +1,5 @@
-"""Data sets for flowjax_lab: 2-D toys, Gaussian mixtures, digits, MNIST, splits and checks.
+"""Data sets for flowjax_lab: 2-D toys, Gaussian mixtures, digits, MNIST (also binarised),
+splits and checks.
 
 Every sampler takes a `jax.random` key first (new-style `jax.random.key` or legacy
 `jax.random.PRNGKey`). Only core (keys) and objectives (bits_per_dim) come from the rest of
@@ -6,6 +7,16 @@ flowjax_lab.
 """
 
 from flowjax_lab.core import as_key
+from flowjax_lab.data.binarized import (
+    BINARIZATION_SEED,
+    BinarizedData,
+    binarize,
+    check_binary,
+    check_intensities,
+    fixed_binarization,
+    load_binarized_digits,
+    load_binarized_mnist,
+)
 from flowjax_lab.data.checks import check_data
 from flowjax_lab.data.digits import (
     DIGITS_DIM,
@@ -57,6 +68,14 @@ from flowjax_lab.data.toy2d import (
 from flowjax_lab.objectives import bits_per_dim  # one definition, re-exported here
 
 __all__ = [
+    "BINARIZATION_SEED",
+    "BinarizedData",
+    "binarize",
+    "check_binary",
+    "check_intensities",
+    "fixed_binarization",
+    "load_binarized_digits",
+    "load_binarized_mnist",
     "DIGITS_DIM",
     "DIGITS_NUM_LEVELS",
     "TOY_2D",

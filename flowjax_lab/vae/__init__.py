@@ -1,0 +1,26 @@
+"""Variational autoencoders with amortised IAF posteriors, ELBO / IWAE training and evaluation.
+
+``fl.vae.vae(...)`` returns a `VAE` NamedTuple of pure functions (init/apply style, flax.linen
+nets, params a pytree); ``fl.fit(key, model, params, objective="elbo" | {"iwae": k} |
+{"iwae_dreg": k}, data=..., binarize="dynamic")`` trains it; ``iwae_log_likelihood`` estimates
+test log p(x) by IWAE-k, chunked over k. ``iaf_posterior`` is the posterior transform
+(diagonal Gaussian then IAF steps conditioned on the encoder's context h).
+"""
+
+from flowjax_lab.vae.evaluate import iwae_log_likelihood, mean_and_se
+from flowjax_lab.vae.model import POSTERIORS, PRIORS, VAE, vae
+from flowjax_lab.vae.nets import ACTIVATIONS, LIKELIHOODS, NETWORKS
+from flowjax_lab.vae.posterior import iaf_posterior
+
+__all__ = [
+    "ACTIVATIONS",
+    "LIKELIHOODS",
+    "NETWORKS",
+    "POSTERIORS",
+    "PRIORS",
+    "VAE",
+    "iaf_posterior",
+    "iwae_log_likelihood",
+    "mean_and_se",
+    "vae",
+]
