@@ -83,6 +83,7 @@ CASES: dict[str, Case] = {
         tol32=3e-5,
         tol64=1e-12,
     ),
+    "emerging_conv": Case("emerging_conv", T.emerging_conv, (3, 3, 2), tol32=1e-5, tol64=1e-13),
     "multiscale_learned_prior": Case(
         "multiscale",
         lambda: T.multiscale([T.actnorm(), T.conv1x1()], learned_prior=True),

@@ -3,6 +3,7 @@
 from flowjax_lab.transforms.autoregressive import iaf, maf
 from flowjax_lab.transforms.coupling import affine_coupling, spline_coupling
 from flowjax_lab.transforms.elementwise import actnorm, affine, logit, sigmoid
+from flowjax_lab.transforms.emerging import emerging_conv
 from flowjax_lab.transforms.image import (
     conv1x1,
     image_affine_coupling,
@@ -21,6 +22,7 @@ __all__ = [
     "affine",
     "affine_coupling",
     "conv1x1",
+    "emerging_conv",
     "iaf",
     "image_affine_coupling",
     "image_spline_coupling",
