@@ -4,7 +4,7 @@
 and return (output, log|det J|). Compose with ``chain``/``stack``, add a base with ``make_flow``.
 """
 
-from flowjax_lab import models, testing, transforms
+from flowjax_lab import dequantization, models, testing, transforms
 from flowjax_lab.checkpoint import Checkpointer, CheckpointError
 from flowjax_lab.core import (
     Flow,
@@ -43,6 +43,7 @@ __all__ = [
     "chain",
     "combine",
     "data_init",
+    "dequantization",
     "forward_kl",
     "fit",
     "FitResult",
