@@ -4,7 +4,16 @@
 and return (output, log|det J|). Compose with ``chain``/``stack``, add a base with ``make_flow``.
 """
 
-from flowjax_lab import distributed, models, objectives, sharding, testing, transforms, vae
+from flowjax_lab import (
+    dequantization,
+    distributed,
+    models,
+    objectives,
+    sharding,
+    testing,
+    transforms,
+    vae,
+)
 from flowjax_lab.checkpoint import Checkpointer, CheckpointError
 from flowjax_lab.core import (
     Flow,
@@ -47,6 +56,7 @@ __all__ = [
     "chain",
     "combine",
     "data_init",
+    "dequantization",
     "distributed",
     "forward_kl",
     "fit",

@@ -23,6 +23,7 @@ from flowjax_lab import config as cfg
 _LABELS = {
     "test_nll": "test NLL (nats, data units)",
     "test_bits_per_dim": "test bits/dim",
+    "test_log_lik": "test log-lik (nats, logit)",
     "test_true_nll": "true test NLL",
     "test_kl_gap": "KL gap (test NLL - true)",
     "val_nll": "validation NLL",
@@ -115,7 +116,8 @@ def _sample(args) -> None:
         raise ValueError(f"output folder {out.parent} does not exist")
     x = experiment.sample(args.run_dir, args.n, seed=args.seed)
     np.save(out, x)
-    print(f"wrote {x.shape[0]} samples of dimension {x.shape[1]} to {out}")
+    event = f"dimension {x.shape[1]}" if x.ndim == 2 else f"shape {tuple(x.shape[1:])}"
+    print(f"wrote {x.shape[0]} samples of {event} to {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

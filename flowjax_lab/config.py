@@ -57,9 +57,13 @@ class DataConfig:
 
     name: a 2-D toy set (two_moons, eight_gaussians, checkerboard, pinwheel, rings,
       two_spirals), ``gaussian_mixture`` (params: means, scales, weights), ``digits``
-      (params: alpha, the logit alpha, default 0.05), or for model "vae" ``binarized_mnist`` /
+      (params: alpha, the logit alpha, default 0.05); for model "vae" ``binarized_mnist`` /
       ``binarized_digits`` (params: binarization_seed, default 0; never standardised; training
-      rows are intensities binarised afresh each step, validation and test are fixed).
+      rows are intensities binarised afresh each step, validation and test are fixed); pixel
+      data: ``mnist`` (params: preprocessing "maf" (default; 784-D vectors in logit space, the MAF paper's, with alpha
+      default 1e-6) or "dequantize" (images (28 + 2 pad, 28 + 2 pad, channels), x = (p + u) /
+      256); train_rows: use the first that many training rows) and ``digits_images`` (sklearn's
+      digits as 8x8x1 images, x = (p + u) / 17). Images are never standardised.
     num_samples: rows drawn for the sampled sets (digits has its own 1797).
     fractions: train / validation / test fractions.
     standardize: fit a per-feature standardiser on train; NLLs are reported in data units.
@@ -115,6 +119,9 @@ class TrainConfig:
     devices: data-parallel devices (``fl.fit(mesh=)``): null for all devices (of all processes)
     when there are more than one, else one device; n for the first n (1: no mesh).
     ``batch_size`` must divide evenly over them.
+    val_rows: validate during training on the first that many validation rows (None: all;
+    image flows on 10,000 images at once need more memory than a CPU has); the final metrics
+    always use the whole split.
     """
 
     steps: int = 2000
@@ -130,6 +137,7 @@ class TrainConfig:
     resume: bool = False
     log_every: int = 10
     devices: int | None = None
+    val_rows: int | None = None
 
 
 @dataclass(frozen=True)
@@ -390,6 +398,8 @@ def validate(config: Config) -> Config:
     }
     if config.data is not None:
         positive["data.num_samples"] = config.data.num_samples
+    if config.train.val_rows is not None:
+        positive["train.val_rows"] = config.train.val_rows
     for key, value in positive.items():
         if value <= 0:
             raise ValueError(f"config key '{key}': must be positive, got {value}")

@@ -117,12 +117,12 @@ def run(config: cfg.Config, *, progress: bool | None = None) -> RunResult:
     if config.model.name == "vae":  # a VAE is not a flow: its own module
         return _vae().run(config, progress=progress)
     problem = build_problem(config)
-    flow = build_flow(config, problem.dim)
+    flow = build_flow(config, problem.event_shape or problem.dim)
     k_init, k_fit, k_eval = jax.random.split(
         jax.random.fold_in(jax.random.key(config.seed), 1), 3
     )  # see _eval_key
     if problem.train is not None:  # jitted: one compile instead of one per eager op
-        first = problem.train[: min(len(problem.train), 4096)]
+        first = problem.train[: 4096 if problem.event_shape is None else 256]
         params = jax.jit(lambda k, x: data_init(flow, k, x))(k_init, first)
     else:
         params = jax.jit(flow.init)(k_init)
@@ -142,7 +142,9 @@ def run(config: cfg.Config, *, progress: bool | None = None) -> RunResult:
         steps=tc.steps,
         batch_size=tc.batch_size,
         optimizer=build_optimizer(tc),
-        val_data=problem.val if problem.val is not None and len(problem.val) else None,
+        val_data=problem.val[: tc.val_rows]
+        if problem.val is not None and len(problem.val)
+        else None,
         val_every=tc.val_every,
         patience=tc.patience,
         checkpoint_dir=run_dir / "checkpoints",
@@ -155,6 +157,7 @@ def run(config: cfg.Config, *, progress: bool | None = None) -> RunResult:
     )
     metrics = _evaluate(config, problem, flow, result.params, k_eval, mesh)
     metrics.update(steps=int(result.step), best_step=result.best_step)
+    metrics.update(_bits_per_dim_summary(problem, result.history))
     if not main:
         return RunResult(run_dir, result.params, result.history, metrics, [])
     with open(run_dir / "metrics.jsonl", "w") as f:
@@ -198,12 +201,13 @@ def _evaluate(config, problem: Problem, flow: Flow, params, key, mesh=None) -> d
             if problem.standardizer is None
             else float(D.standardize_logdet(problem.standardizer))
         )
+        chunk = 8192 if problem.event_shape is None else 128  # image flows: activation memory
         for split in ("val", "test"):
             x = getattr(problem, split)
             if x is None or not len(x):
                 continue
             lp = (
-                batched(log_prob, params, x)
+                batched(log_prob, params, x, chunk)
                 if mesh is None
                 else sharded_log_prob(flow, params, np.asarray(x, np.float32), mesh)
             )
@@ -213,15 +217,15 @@ def _evaluate(config, problem: Problem, flow: Flow, params, key, mesh=None) -> d
                 true = -np.asarray(problem.data_log_prob(_to_data_units(problem, x)))
                 out["test_true_nll"] = mean_se(true)[0]
                 out["test_kl_gap"] = mean_se(nll - true)[0]
-            if split == "test" and problem.alpha is not None:
-                y = _to_data_units(problem, x)
+            if split == "test" and (problem.alpha is not None or problem.num_levels):
                 bpd = D.bits_per_dim(
-                    nll,
+                    nll - _logit_logdet(problem, x),
                     problem.dim,
-                    np.asarray(D.logit_logdet(y, problem.alpha)),
-                    D.DIGITS_NUM_LEVELS,
+                    num_levels=problem.num_levels or D.DIGITS_NUM_LEVELS,
                 )
-                out["test_bits_per_dim"] = float(np.mean(bpd))
+                out["test_bits_per_dim"], out["test_bits_per_dim_se"] = mean_se(bpd)
+            if split == "test" and problem.alpha is not None:
+                out["test_log_lik"], out["test_log_lik_se"] = mean_se(-nll)
     if problem.target is not None:
         n = config.eval.num_samples
         diag = jax.jit(  # one compile, not one per eager op of the sampler
@@ -234,23 +238,75 @@ def _evaluate(config, problem: Problem, flow: Flow, params, key, mesh=None) -> d
     return out
 
 
+def _logit_logdet(problem: Problem, x: np.ndarray) -> np.ndarray:
+    """Per-row log|det dy/dx| of the logit preprocessing (0 without one), x in model units."""
+    if problem.alpha is None:
+        return np.zeros(len(x))
+    y = _to_data_units(problem, x)
+    return np.asarray(D.logit_logdet(y, problem.alpha), np.float64)
+
+
+def _bits_per_dim_offset(problem: Problem, x: np.ndarray) -> float:
+    """c with bits/dim = (mean NLL in model units + c) / (dim log 2) on rows like ``x``.
+
+    Exact for the mean over ``x``; for a training batch it uses the mean logit log-det of the
+    split (zero for images), so the training curve carries that batch-to-batch approximation.
+    """
+    shift = 0.0 if problem.standardizer is None else D.standardize_logdet(problem.standardizer)
+    levels = problem.num_levels or D.DIGITS_NUM_LEVELS
+    sub = x[:: max(1, len(x) // 10000)]
+    return float(-shift - np.mean(_logit_logdet(problem, sub)) + problem.dim * math.log(levels))
+
+
+def _bits_per_dim_summary(problem: Problem, history: dict) -> dict:
+    """Final train / validation bits per dim from the history, for pixel data (else empty)."""
+    if problem.alpha is None and not problem.num_levels:
+        return {}
+    curves = _bits_per_dim_curves(problem, history)
+    out = {"train_bits_per_dim_last": float(np.nanmean(curves["train"][-50:]))}
+    if len(curves["val"]):
+        out["val_bits_per_dim_best"] = float(np.nanmin(curves["val"]))
+    return out
+
+
+def _bits_per_dim_curves(problem: Problem, history: dict) -> dict:
+    scale = problem.dim * math.log(2.0)
+    train = (np.asarray(history["loss"]) + _bits_per_dim_offset(problem, problem.train)) / scale
+    val = np.asarray(history.get("val_loss", []), np.float64)
+    if len(val):
+        val = (val + _bits_per_dim_offset(problem, problem.val)) / scale
+    return {"step": history["step"], "train": train, "val_step": history["val_step"], "val": val}
+
+
 def _to_data_units(problem: Problem, x: np.ndarray) -> np.ndarray:
     s = problem.standardizer
     return np.asarray(x if s is None else D.unstandardize(s, x))
 
 
 def _samples(problem: Problem, flow: Flow, params, key, n: int) -> np.ndarray:
-    """n model samples in data units (pixel intensities in [0, 1) for digits)."""
+    """n model samples in data units (pixel intensities in [0, 1) for digits and images)."""
     x = _to_data_units(problem, np.asarray(jax.jit(flow.sample, static_argnums=2)(params, key, n)))
     if problem.alpha is not None:
         x = np.asarray(D.inverse_logit_transform(x, problem.alpha))
     return x
 
 
+def _image_shape(problem: Problem) -> tuple[int, int] | None:
+    """(H, W) of the pixel data's images, for the samples grid (None: not images)."""
+    if problem.event_shape is not None:
+        return tuple(problem.event_shape[:2])
+    side = math.isqrt(problem.dim) if problem.alpha is not None else 0
+    return (side, side) if side * side == problem.dim and side > 0 else None
+
+
 def _plots(config, problem: Problem, flow: Flow, params, history, run_dir, key) -> list[Path]:
     if not config.output.plots:
         return []
-    samples = _samples(problem, flow, params, key, min(config.eval.num_samples, 20000))
+    images = _image_shape(problem)
+    n = min(config.eval.num_samples, 20000 if images is None else 64)
+    samples = _samples(problem, flow, params, key, n)
+    if images is not None:  # one channel of each image, as (n, H * W) rows
+        samples = samples.reshape(n, *images, -1)[..., 0].reshape(n, -1)
     log_density = data = target_lp = None
     if problem.dim == 2:
         lp = in_data_units(flow, problem)
@@ -259,7 +315,7 @@ def _plots(config, problem: Problem, flow: Flow, params, history, run_dir, key) 
             data = _to_data_units(problem, problem.train[:20000])
         if problem.target is not None:
             target_lp = lambda pts: np.asarray(jax.vmap(problem.target.log_prob)(pts))  # noqa: E731
-    return plots.plot_run(
+    pictures = plots.plot_run(
         run_dir,
         history,
         samples,
@@ -268,9 +324,15 @@ def _plots(config, problem: Problem, flow: Flow, params, history, run_dir, key) 
         target_log_density=target_lp,
         extent=config.eval.plot_range,
         grid_size=config.eval.grid_size,
-        images=problem.alpha is not None,
+        images=images is not None,
+        image_shape=images or (8, 8),
         title=f"{config.name}: {config.model.name}",
     )
+    if problem.alpha is not None or problem.num_levels:
+        curves = _bits_per_dim_curves(problem, history)
+        path = run_dir / "bits_per_dim.png"
+        pictures.append(plots.bits_per_dim_curve(curves, path, f"{config.name}: bits/dim"))
+    return pictures
 
 
 # --------------------------------------------------------------------------- reloading a run
@@ -293,7 +355,7 @@ def load_run(run_dir: str | Path) -> tuple[cfg.Config, Problem, Flow, Any]:
         None if s is None else D.Standardizer(*(jnp.asarray(s[k]) for k in ("mean", "std")))
     )
     problem = build_problem(config, standardizer)
-    flow = build_flow(config, problem.dim)
+    flow = build_flow(config, problem.event_shape or problem.dim)
     name = "best_params" if meta.get("best_step") is not None else "params"
     like = jax.eval_shape(flow.init, jax.random.key(0))  # shapes only, no compile
     like = {name: jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), like)}

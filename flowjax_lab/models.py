@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from flowjax_lab import transforms as T
 from flowjax_lab.core import Flow, Transform, chain, make_flow, stack
+from flowjax_lab.transforms.multiscale import check_levels
 
 _PERMUTATIONS = {
     "reverse": T.reverse_permutation,
@@ -191,4 +192,111 @@ def planar_flow(dim: int, num_layers: int = 16, *, elementwise_affine: bool = Tr
     )
 
 
-__all__ = ["flow_of_steps", "iaf", "maf", "nsf", "planar_flow", "realnvp"]
+_MIXINGS = ("conv1x1", "conv1x1_lu", "emerging")
+_COUPLINGS = ("affine", "spline")
+
+
+def _image_shape(image_shape) -> tuple[int, int, int]:
+    shape = tuple(image_shape) if isinstance(image_shape, (tuple, list)) else None
+    if (
+        shape is None
+        or len(shape) != 3
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+    ):
+        raise ValueError(
+            f"image_shape must be (H, W, C) with positive integers, got {image_shape!r} "
+            "(e.g. (28, 28, 1) -> pad to (32, 32, 1) or crop to (24, 24, 1) for 3 levels)"
+        )
+    return shape
+
+
+def glow_step(
+    coupling: str = "affine",
+    mixing: str = "conv1x1_lu",
+    hidden_channels: int = 64,
+    *,
+    bins: int = 8,
+    bound: float = 3.0,
+    kernel_size: int = 3,
+) -> Transform:
+    """One Glow step on (H, W, C) events: ``chain(actnorm, mixing, coupling)``.
+
+    mixing: ``"conv1x1"`` (full W), ``"conv1x1_lu"`` (W = LU) or ``"emerging"`` (a k x k
+    emerging convolution, Hoogeboom et al. 2019); coupling: ``"affine"`` or ``"spline"``
+    (channel-wise, ConvNet conditioner of width ``hidden_channels``).
+    """
+    if mixing not in _MIXINGS:
+        raise ValueError(f"mixing must be one of {list(_MIXINGS)}, got {mixing!r}")
+    if coupling not in _COUPLINGS:
+        raise ValueError(f"coupling must be one of {list(_COUPLINGS)}, got {coupling!r}")
+    mix = {
+        "conv1x1": lambda: T.conv1x1(lu=False),
+        "conv1x1_lu": lambda: T.conv1x1(lu=True),
+        "emerging": lambda: T.emerging_conv(kernel_size),
+    }[mixing]()
+    if coupling == "affine":
+        couple = T.image_affine_coupling(hidden_channels, kernel_size)
+    else:
+        couple = T.image_spline_coupling(hidden_channels, bins, bound, kernel_size)
+    return chain(T.actnorm(), mix, couple)
+
+
+def glow(
+    image_shape: Sequence[int],
+    levels: int = 3,
+    steps_per_level: int = 8,
+    hidden_channels: int = 64,
+    coupling: str = "affine",
+    mixing: str = "conv1x1_lu",
+    *,
+    learned_prior: bool = True,
+    bins: int = 8,
+    bound: float = 3.0,
+    kernel_size: int = 3,
+) -> Flow:
+    """Glow (Kingma and Dhariwal 2018): a multiscale flow of ``stack``-ed Glow steps on images.
+
+    Per level: squeeze, ``stack(glow_step(...), steps_per_level)``, then factor out half the
+    channels (with Glow's learned conditional Gaussian prior when ``learned_prior``); see
+    `transforms.multiscale` for the math. The flow's events are (H, W, C) images and its base a
+    standard normal over (H, W, C) (the latent re-assembled to the image's shape). Compile time
+    is flat in ``steps_per_level`` (each level's steps are one scanned body) and grows with
+    ``levels``. Initialise with ``fl.data_init(flow, key, batch)`` for Glow's actnorm data init.
+
+    Cost per image, one pass each way for the affine/spline couplings and 1x1 convolutions:
+    about ``levels * steps_per_level`` ConvNet passes at halving resolution; sampling with
+    ``mixing="emerging"`` solves each emerging convolution by H * W sequential pixel steps.
+
+    Args:
+        image_shape: (H, W, C); H and W must be divisible by 2^levels.
+        levels: number of squeeze levels L (at most the number of times H and W halve).
+        steps_per_level: Glow steps K per level.
+        hidden_channels: ConvNet width of the couplings.
+        coupling: ``"affine"`` or ``"spline"``. mixing: ``"conv1x1"``, ``"conv1x1_lu"`` or
+            ``"emerging"``. bins, bound: spline parameters. kernel_size: the ConvNet's (and the
+            emerging convolution's) k.
+
+    Example:
+        >>> flow = glow((8, 8, 1), levels=2, steps_per_level=2, hidden_channels=16)
+        >>> params = fl.data_init(flow, jax.random.key(0), jnp.ones((16, 8, 8, 1)))
+    """
+    shape = _image_shape(image_shape)
+    check_levels(shape, levels, "glow")
+    if (
+        not isinstance(steps_per_level, int)
+        or isinstance(steps_per_level, bool)
+        or steps_per_level < 1
+    ):
+        raise ValueError(
+            f"glow: steps_per_level must be a positive integer, got {steps_per_level!r}"
+        )
+    step = glow_step(
+        coupling, mixing, hidden_channels, bins=bins, bound=bound, kernel_size=kernel_size
+    )
+    transform = T.multiscale(
+        [stack(step, steps_per_level) for _ in range(levels)], learned_prior=learned_prior
+    )
+    return make_flow(transform, event_shape=shape)
+
+
+__all__ = ["flow_of_steps", "glow", "glow_step", "iaf", "maf", "nsf", "planar_flow", "realnvp"]

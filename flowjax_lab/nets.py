@@ -4,6 +4,8 @@
 * `MADE` (Germain et al. 2015): a masked dense net whose outputs for dimension ``i`` depend only
   on the inputs that come before ``i`` in ``order``, so one pass gives the parameters of every
   autoregressive conditional.
+* `ConvNet`: Glow's convolutional conditioner for image couplings, conv k x k -> conv 1x1 ->
+  conv k x k, on one (H, W, C) event.
 
 Both start with a zero output layer, so a flow layer that maps zero parameters to the identity
 starts as the identity. Params take the dtype of the input (float64 under ``JAX_ENABLE_X64``).
@@ -25,6 +27,7 @@ Activation = Callable[[Array], Array]
 Initializer = Callable[..., Array]
 
 __all__ = [
+    "ConvNet",
     "MADE",
     "MLP",
     "MaskedDense",
@@ -190,6 +193,50 @@ class MLP(nn.Module):
         return nn.Dense(
             self.out_dim,
             kernel_init=_output_kernel_init(self.out_init_scale),
+            bias_init=nn.initializers.zeros,
+            param_dtype=dtype,
+            name="output",
+        )(h)
+
+
+class ConvNet(nn.Module):
+    """Glow's conditioner: ``y = conv_k(σ(conv_1(σ(conv_k([x; c])))))``, "SAME" zero padding.
+
+    Input ``x`` is one image ``(H, W, C_x)`` (or a batch ``(n, H, W, C_x)``); ``context``, if
+    given, is a per-pixel ``(H, W, C_c)`` image or one vector ``(C_c,)`` broadcast to every pixel,
+    concatenated to x's channels. The last conv starts at zero (kernel and bias), so ``y = 0`` at
+    init and a coupling that maps zero params to the identity starts as the identity. Cost per
+    event O(HW (k^2 C_in h + h^2 + k^2 h out_channels)).
+
+    Attributes:
+        hidden_channels: width h of the two hidden convs; 0 leaves them out (one zero conv).
+        out_channels: output channels.
+        kernel_size: k of the first and last convs (odd); the middle one is 1x1.
+        activation: hidden nonlinearity σ.
+    """
+
+    hidden_channels: int
+    out_channels: int
+    kernel_size: int = 3
+    activation: Activation = nn.relu
+
+    @nn.compact
+    def __call__(self, x: Array, context: Array | None = None) -> Array:
+        if context is not None:
+            context = jnp.asarray(context, x.dtype)  # (C_c,) or per pixel, broadcast
+            context = jnp.broadcast_to(context, (*x.shape[:-1], context.shape[-1]))
+            x = jnp.concatenate([x, context], axis=-1)
+        dtype = _param_dtype(x)
+        k = (self.kernel_size, self.kernel_size)
+        h = x
+        if self.hidden_channels:  # 0: the zero-initialised output conv alone (Glow's split prior)
+            conv_in = nn.Conv(self.hidden_channels, k, param_dtype=dtype, name="conv_in")
+            conv_mid = nn.Conv(self.hidden_channels, (1, 1), param_dtype=dtype, name="conv_mid")
+            h = self.activation(conv_mid(self.activation(conv_in(h))))
+        return nn.Conv(
+            self.out_channels,
+            k,
+            kernel_init=nn.initializers.zeros,
             bias_init=nn.initializers.zeros,
             param_dtype=dtype,
             name="output",

@@ -20,11 +20,16 @@ import numpy as np  # noqa: E402
 Extent = tuple[float, float, float, float]  # xmin, xmax, ymin, ymax
 
 
-def loss_curves(history: Mapping[str, np.ndarray], path: str | Path, title: str = "") -> Path:
+def loss_curves(
+    history: Mapping[str, np.ndarray],
+    path: str | Path,
+    title: str = "",
+    labels: tuple[str, str, str] = ("loss", "validation NLL", "loss (nats, model units)"),
+) -> Path:
     """Training loss (raw and a running mean), its terms when mixed, and the validation NLL.
 
     ``history`` is ``fl.fit``'s: ``step``, ``loss``, ``loss_<term>`` per step, ``val_step`` and
-    ``val_loss`` at validations.
+    ``val_loss`` at validations. ``labels``: (training curve, validation curve, y axis).
     """
     fig, ax = plt.subplots(figsize=(6.4, 4), dpi=110)
     steps = np.asarray(history.get("step", []))
@@ -35,20 +40,21 @@ def loss_curves(history: Mapping[str, np.ndarray], path: str | Path, title: str 
         if not values.size:
             continue
         smooth = _running_median(values, max(1, values.size // 50))
-        (line,) = ax.plot(steps, smooth, lw=1.5, label=f"{name} (running median)")
+        label = labels[0] if name == "loss" else name
+        (line,) = ax.plot(steps, smooth, lw=1.5, label=f"{label} (running median)")
         if name == "loss":
             ax.plot(steps, values, lw=0.5, alpha=0.3, color=line.get_color())
         shown.append(smooth[np.isfinite(smooth)])
     if len(history.get("val_loss", [])):
         val = np.asarray(history["val_loss"], np.float64)
-        ax.plot(history["val_step"], val, "o-", ms=3, lw=1.2, label="validation NLL")
+        ax.plot(history["val_step"], val, "o-", ms=3, lw=1.2, label=labels[1])
         shown.append(val[np.isfinite(val)])
     values = np.concatenate([v[len(v) // 20 :] for v in shown]) if shown else np.zeros(0)
     if values.size:  # the early transient and single-batch spikes would squash the curve
         lo, hi = np.quantile(values, [0.0, 0.98])
         ax.set_ylim(lo - 0.05 * (hi - lo + 1e-6), hi + 0.1 * (hi - lo + 1e-6))
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats, model units)")
+    ax.set_ylabel(labels[2])
     ax.set_title(title or "loss")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -169,6 +175,17 @@ def image_pairs(
     )
 
 
+def bits_per_dim_curve(curves: Mapping[str, np.ndarray], path: str | Path, title: str = "") -> Path:
+    """Training (per batch and its running median) and validation bits/dim over steps.
+
+    ``curves``: ``step`` and ``train`` (one value per step), ``val_step`` and ``val``.
+    """
+    history = {"step": curves["step"], "loss": curves["train"]}
+    history |= {"val_step": curves.get("val_step", []), "val_loss": curves.get("val", [])}
+    labels = ("train bits/dim", "validation bits/dim", "bits / dim (integer-pixel scale)")
+    return loss_curves(history, path, title or "bits / dim", labels)
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     fig.tight_layout()
@@ -188,13 +205,15 @@ def plot_run(
     extent: Extent | None = None,
     grid_size: int = 200,
     images: bool = False,
+    image_shape: tuple[int, int] = (8, 8),
     title: str = "",
 ) -> list[Path]:
     """The pictures of a run: ``loss.png``; for 2-D, ``density.png`` (the data histogram or the
     target density, the learned density, samples); for images, ``samples.png``.
 
     ``log_density`` and ``target_log_density`` map (n, 2) points to (n,) log-densities (data
-    units); ``samples`` are the model's samples in data units (pixel intensities for images).
+    units); ``samples`` are the model's samples in data units (pixel intensities for images,
+    rows of ``image_shape`` pixels).
     """
     run_dir = Path(run_dir)
     paths = [loss_curves(history, run_dir / "loss.png", title)]
@@ -211,5 +230,5 @@ def plot_run(
         panels += [("samples", "points", samples)]
         paths.append(density_panels(panels, extent, run_dir / "density.png", grid_size, title))
     if images:
-        paths.append(image_grid(samples[:64], run_dir / "samples.png", title=title))
+        paths.append(image_grid(samples[:64], run_dir / "samples.png", image_shape, title))
     return paths

@@ -55,7 +55,45 @@ def _linear(dim: int, model: cfg.ModelConfig) -> Flow:
     return make_flow(stack(chain(T.lu_linear(), T.affine()), model.num_layers), event_shape=(dim,))
 
 
+def max_squeeze_levels(image_shape: tuple[int, ...]) -> int:
+    """How many 2x2 squeezes an (H, W, C) image takes: the times 2 divides both H and W."""
+    h, w = image_shape[:2]
+    levels = 0
+    while h % 2 == 0 and w % 2 == 0 and h > 1 and w > 1:
+        h, w, levels = h // 2, w // 2, levels + 1
+    return levels
+
+
+def _glow(image_shape: tuple[int, ...], model: cfg.ModelConfig) -> Flow:
+    """``fl.models.glow(image_shape, **model.params)``; checks levels against the image first."""
+    from flowjax_lab import models  # noqa: PLC0415
+
+    if not isinstance(image_shape, tuple) or len(image_shape) != 3:
+        raise ValueError(
+            f"config: model 'glow' needs image data (events (H, W, C)), got events of dimension "
+            f"{image_shape}: use an image data set (mnist with preprocessing: dequantize, "
+            "digits_images)"
+        )
+    allowed = [p for p in inspect.signature(models.glow).parameters if p != "image_shape"]
+    for key in model.params:
+        if key not in allowed:
+            raise ValueError(
+                f"config: unknown key 'model.params.{key}' for fl.models.glow; "
+                f"allowed keys: {allowed}"
+            )
+    levels, most = model.params.get("levels"), max_squeeze_levels(image_shape)
+    if levels is not None and not 1 <= levels <= most:
+        h, w, _ = image_shape
+        raise ValueError(
+            f"config key 'model.params.levels': {levels} levels need H and W divisible by "
+            f"2^{levels}, but a {h}x{w} image can be squeezed at most {most} times: use levels "
+            f"in [1, {most}] (or pad the image, e.g. data.params.pad for mnist)"
+        )
+    return models.glow(image_shape, **model.params)
+
+
 MODELS: dict[str, Callable[[int, cfg.ModelConfig], Flow]] = {
+    "glow": _glow,
     "maf": _ready_made("maf", "num_layers", "hidden", "bins"),
     "iaf": _ready_made("iaf", "num_layers", "hidden", "bins"),
     "realnvp": _ready_made("realnvp", "num_layers", "hidden"),
@@ -66,14 +104,23 @@ MODELS: dict[str, Callable[[int, cfg.ModelConfig], Flow]] = {
 """Model builders by config name: ``fn(dim, model_config) -> Flow``. Add a model with one line."""
 
 
-def build_flow(config: cfg.Config, dim: int) -> Flow:
-    """The config's model for events of shape (dim,)."""
-    if config.model.name not in MODELS:
+IMAGE_MODELS = ("glow",)
+
+
+def build_flow(config: cfg.Config, dim: int | tuple[int, ...]) -> Flow:
+    """The config's model for events of shape (dim,), or (H, W, C) images for image models."""
+    name = config.model.name
+    if name not in MODELS:
         raise ValueError(
-            f"config key 'model.name': unknown model {config.model.name!r}; "
-            f"allowed: {sorted(MODELS)}"
+            f"config key 'model.name': unknown model {name!r}; allowed: {sorted(MODELS)}"
         )
-    return MODELS[config.model.name](dim, config.model)
+    if isinstance(dim, tuple) and name not in IMAGE_MODELS:
+        raise ValueError(
+            f"config: model {name!r} takes vectors, but the data are images of shape {dim}: "
+            f"use an image model ({', '.join(IMAGE_MODELS)}) or vector data (digits, mnist "
+            "with preprocessing: maf)"
+        )
+    return MODELS[name](dim, config.model)
 
 
 # --------------------------------------------------------------------------- data and targets
@@ -83,17 +130,23 @@ _DATA_PARAMS = {
     "digits": ("alpha",),
     "binarized_mnist": ("binarization_seed",),
     "binarized_digits": ("binarization_seed",),
+    "mnist": ("preprocessing", "alpha", "pad", "channels", "train_rows"),
+    "digits_images": (),
 }
+NUM_LEVELS = {"digits": D.DIGITS_NUM_LEVELS, "digits_images": D.DIGITS_NUM_LEVELS, "mnist": 256}
+"""Pixel levels L of the pixel data sets, for bits/dim on the integer-pixel scale."""
 DATASETS = (*D.TOY_2D, *_DATA_PARAMS)
 
 
 class Problem(NamedTuple):
     """What a run trains on. Data arrays are in model units (standardised when asked).
 
-    dim: event dimension. train/val/test: (n, dim) numpy arrays or None. standardizer: the map
-    from data to model units (None: identity). target: the target in data units, or None.
+    dim: event dimension (H W C for images). train/val/test: (n, dim) numpy arrays, or
+    (n, H, W, C) for images, or None. standardizer: the map from data to model units (None:
+    identity; images are never standardised). target: the target in data units, or None.
     data_log_prob: exact log-density of the data in data units, when known. alpha: the logit
-    alpha of digits (None otherwise).
+    alpha of digits and MAF-preprocessed MNIST (None otherwise). event_shape: (H, W, C) for
+    images, None for vectors. num_levels: pixel levels L of pixel data (None otherwise).
     """
 
     dim: int
@@ -105,6 +158,8 @@ class Problem(NamedTuple):
     target_log_prob: Callable | None  # of one event in model units
     data_log_prob: Callable | None
     alpha: float | None
+    event_shape: tuple[int, ...] | None = None
+    num_levels: int | None = None
 
 
 def _load_data(dc: cfg.DataConfig, key: jax.Array):
@@ -122,6 +177,8 @@ def _load_data(dc: cfg.DataConfig, key: jax.Array):
     k_sample, k_split = jax.random.split(key)
     if dc.name in cfg.BINARIZED_DATA:
         return _load_binarized(dc, key), None, None
+    if dc.name in ("mnist", "digits_images"):
+        return _load_pixel_data(dc, key)
     if dc.name == "digits":
         digits = D.load_digits(key, alpha=dc.params.get("alpha", 0.05), fractions=dc.fractions)
         return (digits.train, digits.val, digits.test), None, digits.alpha
@@ -150,6 +207,47 @@ def _load_binarized(dc: cfg.DataConfig, key: jax.Array):
     return b.train, b.val, b.test
 
 
+def _load_pixel_data(dc: cfg.DataConfig, key: jax.Array):
+    """MNIST (MAF-paper vectors or dequantised images) or digits as 8x8x1 dequantised images.
+
+    Images are dequantised once, x = (p + u) / L with u from ``key``; MNIST keeps its classic
+    50k / 10k / 10k split (``fractions`` is not used), and the MAF preprocessing its own
+    RandomState(42) noise, so it does not depend on the seed.
+    """
+    k_split, k_noise = jax.random.split(key)
+    if dc.name == "digits_images":
+        px = D.load_digits_images(k_split, dc.fractions)
+        splits = [px.train, px.val, px.test]
+        alpha = None
+    else:
+        prep = dc.params.get("preprocessing", "maf")
+        rows = dc.params.get("train_rows")
+        if prep not in ("maf", "dequantize"):
+            raise ValueError(
+                f"config key 'data.params.preprocessing': expected 'maf' or 'dequantize', "
+                f"got {prep!r}"
+            )
+        other = ("alpha",) if prep == "dequantize" else ("pad", "channels")
+        wrong = [k for k in other if k in dc.params]
+        if wrong:
+            raise ValueError(
+                f"config key 'data.params.{wrong[0]}': not used by preprocessing {prep!r} "
+                "(alpha is for 'maf'; pad and channels are for 'dequantize')"
+            )
+        if rows is not None and (not isinstance(rows, int) or not 1 <= rows <= 50000):
+            raise ValueError(
+                f"config key 'data.params.train_rows': expected an int in [1, 50000], got {rows!r}"
+            )
+        if prep == "maf":
+            m = D.load_mnist_maf(alpha=dc.params.get("alpha", D.MAF_ALPHA))
+            return (m.train[:rows], m.val, m.test), None, m.alpha
+        px = D.load_mnist_images(pad=dc.params.get("pad", 0), channels=dc.params.get("channels", 1))
+        splits, alpha = [px.train[:rows], px.val, px.test], None
+    levels = NUM_LEVELS[dc.name]
+    keys = jax.random.split(k_noise, 3)
+    return tuple(D.dequantize_images(k, p, levels) for k, p in zip(keys, splits)), None, alpha
+
+
 def _load_target(tc: cfg.TargetConfig) -> Target:
     if tc.name not in TARGETS:
         raise ValueError(
@@ -172,19 +270,21 @@ def build_problem(config: cfg.Config, standardizer: D.Standardizer | None = None
     """
     key = jax.random.fold_in(jax.random.key(config.seed), 0)
     train = val = test = data_log_prob = alpha = target = target_lp = None
-    dim = None
+    dim = event_shape = num_levels = None
     if config.data is not None:
         (train, val, test), data_log_prob, alpha = _load_data(config.data, key)
-        D.check_data(np.asarray(train), name="training data")
+        event_shape = tuple(np.shape(train)[1:]) if np.ndim(train) > 2 else None
+        num_levels = NUM_LEVELS.get(config.data.name)
+        D.check_data(np.reshape(train, (len(train), -1)), name="training data")
         binary = config.data.name in cfg.BINARIZED_DATA  # {0, 1} data: never standardised
-        if standardizer is None and config.data.standardize and not binary:
+        if standardizer is None and config.data.standardize and event_shape is None and not binary:
             standardizer = jax.jit(D.fit_standardizer)(train)
         if standardizer is not None:
             train, val, test = jax.jit(lambda s, *a: [D.standardize(s, x) for x in a])(
                 standardizer, train, val, test
             )
         train, val, test = (np.asarray(a, np.float32) for a in (train, val, test))
-        dim = train.shape[1]
+        dim = int(np.prod(train.shape[1:]))
     if config.target is not None:
         target = _load_target(config.target)
         if dim is not None and target.dim != dim:
@@ -193,7 +293,19 @@ def build_problem(config: cfg.Config, standardizer: D.Standardizer | None = None
         if standardizer is not None:  # pi_s(s) = pi(x(s)) |dx/ds|, x(s) = s * std + mean
             s, log_std = standardizer, jnp.sum(jnp.log(standardizer.std))
             target_lp = lambda z, s=s: target.log_prob(D.unstandardize(s, z)) + log_std  # noqa: E731
-    return Problem(dim, train, val, test, standardizer, target, target_lp, data_log_prob, alpha)
+    return Problem(
+        dim,
+        train,
+        val,
+        test,
+        standardizer,
+        target,
+        target_lp,
+        data_log_prob,
+        alpha,
+        event_shape,
+        num_levels,
+    )
 
 
 def true_log_z(config: cfg.Config, target: Target) -> float | None:

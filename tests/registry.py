@@ -58,6 +58,39 @@ CASES: dict[str, Case] = {
     # image
     "conv1x1_lu": Case("conv1x1", T.conv1x1, (3, 2, 4)),
     "conv1x1_full": Case("conv1x1", lambda: T.conv1x1(lu=False), (2, 3, 3)),
+    # squeeze / unsqueeze change the shape: checked between per-element affines, which tell the
+    # entries apart (the checker needs a shape-preserving map)
+    "squeeze": Case("squeeze", lambda: fl.chain(T.squeeze(), T.affine(), T.unsqueeze()), (4, 2, 1)),
+    "unsqueeze": Case(
+        "unsqueeze", lambda: fl.chain(T.unsqueeze(), T.affine(), T.squeeze()), (1, 2, 4)
+    ),
+    # image couplings, small (conv compiles dominate): context per image, spline with tails
+    "image_affine_coupling_conditional": Case(
+        "image_affine_coupling",
+        lambda: T.image_affine_coupling(4, context_channels=2),
+        (2, 2, 3),
+        2,
+        tol32=1e-5,
+        tol64=1e-13,
+    ),
+    "image_spline_coupling": Case(
+        "image_spline_coupling",
+        lambda: T.image_spline_coupling(4, bins=3, bound=2.0),
+        (2, 2, 2),
+        0,
+        _wide(2.5),
+        _wide(2.5),
+        tol32=3e-5,
+        tol64=1e-12,
+    ),
+    "emerging_conv": Case("emerging_conv", T.emerging_conv, (3, 3, 2), tol32=1e-5, tol64=1e-13),
+    "multiscale_learned_prior": Case(
+        "multiscale",
+        lambda: T.multiscale([T.actnorm(), T.conv1x1()], learned_prior=True),
+        (4, 4, 1),
+        tol32=1e-5,
+        tol64=1e-13,
+    ),
     # splines, autoregressive and coupling layers (bound 2, inputs N(0, 2.5^2): tails too).
     # tanh conditioners for spline couplings: random ReLU nets on wide inputs give bins with
     # slope ~1e-6, where float32 round trips lose ~eps/slope (correct but ill-conditioned).

@@ -135,8 +135,9 @@ def test_reverse_kl_run_reports_elbo_log_z_ess(tmp_path, capsys):
         (["train", TINY, "--set", "model.foo=1"], "unknown key 'model.foo'"),
         (["train", TINY, "--set", "train.steps"], "bad --set"),
         (["train", "/no/such.yaml"], "cannot read config"),
-        (["train", TINY, "--set", "model.name=glow"], "unknown model 'glow'"),
-        (["train", TINY, "--set", "data.name=mnist"], "unknown data set 'mnist'"),
+        (["train", TINY, "--set", "model.name=pixelcnn"], "unknown model 'pixelcnn'"),
+        (["train", TINY, "--set", "data.name=cifar10"], "unknown data set 'cifar10'"),
+        (["train", TINY, "--set", "model.name=glow"], "model 'glow' needs image data"),
         (["eval", "/no/such/run"], "not a run folder"),
         (["sample", "/no/such/run", "-n", "3", "-o", "TMP/x.npy"], "not a run folder"),
     ],
@@ -159,15 +160,14 @@ def test_usage_errors_exit_2(capsys):
 
 @pytest.mark.parametrize("name", sorted(problems.MODELS))
 def test_every_model_name_builds(name):
-    config = C.from_dict(
-        {
-            "name": "m",
-            "model": {"name": name, "num_layers": 2, "hidden": [8]},
-            "data": {"name": "two_moons"},
-        }
-    )
-    flow = problems.build_flow(config, 2)
-    assert flow.event_shape == (2,)
+    image = name in problems.IMAGE_MODELS
+    model = {"name": name, "num_layers": 2, "hidden": [8]}
+    if image:
+        model["params"] = {"levels": 2, "steps_per_level": 1, "hidden_channels": 4}
+    config = C.from_dict({"name": "m", "model": model, "data": {"name": "two_moons"}})
+    shape = (8, 8, 1) if image else (2,)
+    flow = problems.build_flow(config, shape if image else 2)
+    assert flow.event_shape == shape
 
 
 def test_model_and_target_params_are_checked():

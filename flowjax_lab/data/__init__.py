@@ -28,6 +28,14 @@ from flowjax_lab.data.digits import (
     logit_logdet,
     logit_transform,
 )
+from flowjax_lab.data.images import (
+    DIGITS_IMAGE_SHAPE,
+    ImageSplits,
+    check_image_shape,
+    check_pixels,
+    dequantize_images,
+    load_digits_images,
+)
 from flowjax_lab.data.mixtures import (
     Gaussian,
     GaussianMixture,
@@ -36,11 +44,19 @@ from flowjax_lab.data.mixtures import (
     gaussian_mixture,
 )
 from flowjax_lab.data.mnist import (
+    MAF_ALPHA,
     MNIST_DIM,
     MNIST_NUM_LEVELS,
     MNIST_SHAPE,
+    MnistImages,
+    MnistMaf,
     MnistPixels,
+    gaussian_mle_log_likelihood,
+    load_mnist_images,
+    load_mnist_maf,
     load_mnist_pixels,
+    maf_bits_per_pixel,
+    maf_preprocess,
     mnist_path,
 )
 from flowjax_lab.data.splits import (
@@ -77,6 +93,20 @@ __all__ = [
     "load_binarized_digits",
     "load_binarized_mnist",
     "DIGITS_DIM",
+    "DIGITS_IMAGE_SHAPE",
+    "ImageSplits",
+    "MAF_ALPHA",
+    "MnistImages",
+    "MnistMaf",
+    "check_image_shape",
+    "check_pixels",
+    "dequantize_images",
+    "gaussian_mle_log_likelihood",
+    "load_digits_images",
+    "load_mnist_images",
+    "load_mnist_maf",
+    "maf_bits_per_pixel",
+    "maf_preprocess",
     "DIGITS_NUM_LEVELS",
     "TOY_2D",
     "TOY_2D_LOG_PROB",

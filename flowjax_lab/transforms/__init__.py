@@ -3,8 +3,16 @@
 from flowjax_lab.transforms.autoregressive import iaf, maf
 from flowjax_lab.transforms.coupling import affine_coupling, spline_coupling
 from flowjax_lab.transforms.elementwise import actnorm, affine, logit, sigmoid
-from flowjax_lab.transforms.image import conv1x1
+from flowjax_lab.transforms.emerging import emerging_conv
+from flowjax_lab.transforms.image import (
+    conv1x1,
+    image_affine_coupling,
+    image_spline_coupling,
+    squeeze,
+    unsqueeze,
+)
 from flowjax_lab.transforms.linear import linear, lu_linear, qr_linear, triangular
+from flowjax_lab.transforms.multiscale import multiscale
 from flowjax_lab.transforms.permutation import permute, random_permutation, reverse_permutation
 from flowjax_lab.transforms.planar import planar, radial
 from flowjax_lab.transforms.spline import spline
@@ -14,11 +22,15 @@ __all__ = [
     "affine",
     "affine_coupling",
     "conv1x1",
+    "emerging_conv",
     "iaf",
+    "image_affine_coupling",
+    "image_spline_coupling",
     "linear",
     "logit",
     "lu_linear",
     "maf",
+    "multiscale",
     "permute",
     "planar",
     "qr_linear",
@@ -28,5 +40,7 @@ __all__ = [
     "sigmoid",
     "spline",
     "spline_coupling",
+    "squeeze",
     "triangular",
+    "unsqueeze",
 ]

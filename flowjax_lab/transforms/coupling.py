@@ -106,15 +106,27 @@ def _coupling(
     def expected_params(d: int, dtype):
         return jax.eval_shape(init, jax.random.key(0), jax.ShapeDtypeStruct((d,), dtype))
 
-    def run(params, x, context, where, fn):
+    def split(params, x, context, where):
         d = check_vector_event(x, where)
         ctx = check_context(context, context_dim, x.dtype, where)
         check_params(params, expected_params(d, x.dtype), where)
         layout, net = parts(d)
         xa, xb = layout.split(x)
         raw = net.apply({"params": params["conditioner"]}, xa, ctx)
-        yb, log_det = fn(xb, raw.reshape(xb.shape[0], tr.num_params))
-        return layout.merge(xa, yb), jnp.sum(log_det)
+        return xa, xb, raw.reshape(xb.shape[0], tr.num_params), layout.merge
+
+    return coupling_transform(name, tr, init, split)
+
+
+def coupling_transform(name: str, tr: Transformer, init, split) -> Transform:
+    """The coupling Transform from ``split(params, x, context, where) -> (x_A, x_B, theta,
+    merge)``: z_B = tau(x_B; theta), z = merge(x_A, z_B); g inverts tau with the same theta
+    (``split`` of z gives z_A = x_A). Shared by the vector and image couplings."""
+
+    def run(params, x, context, where, fn):
+        xa, xb, raw, merge = split(params, x, context, where)
+        yb, log_det = fn(xb, raw)
+        return merge(xa, yb), jnp.sum(log_det)
 
     def apply(params, x, *, context=None):
         return run(params, x, context, f"{name}.apply", tr.forward)
