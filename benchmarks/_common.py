@@ -63,3 +63,31 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return "" if v is None else str(v)
+
+
+def round_ratios(theirs: list[float], ours: list[float]) -> dict:
+    """Per-round ratios ``theirs[r] / ours[r]`` (times, or ours/theirs for rates) with their
+    median and minimum: the noise of a ratio is visible only round by round."""
+    ratios = [t / o for t, o in zip(theirs, ours, strict=True)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "rounds": ratios}
+
+
+def check_aim(label: str, ratio: dict, median_at_least: float, min_at_least: float | None = None):
+    """One PASS/MISS line for an aim on a ratio from ``round_ratios``; returns (line, passed)."""
+    passed = ratio["median"] >= median_at_least
+    aim = f"median >= {median_at_least:g}"
+    if min_at_least is not None:
+        passed = passed and ratio["min"] >= min_at_least
+        aim += f", no round < {min_at_least:g}"
+    rounds = " ".join(f"{r:.2f}" for r in ratio["rounds"])
+    got = f"median {ratio['median']:.3f}, min {ratio['min']:.3f} (rounds: {rounds})"
+    line = f"{'PASS' if passed else 'MISS'}  {label}: {aim}; {got}"
+    return line, passed
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages, or '' where the OS has none (the machine may be shared)."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except (AttributeError, OSError):
+        return ""

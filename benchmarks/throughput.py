@@ -2,8 +2,13 @@
 
 Runs on CPU, GPU or TPU (prints the device). When flowjax is installed (``pip install -e
 ".[bench]"``) the same architectures are built there and our/their speed ratios are printed in
-the same run (ratio > 1: we are faster). Results: a table on stdout and benchmarks/results/
-throughput.json. Usage: ``python benchmarks/throughput.py [--quick]``.
+the same run (ratio > 1: we are faster). Ours and flowjax's calls for one measure alternate
+call by call, so each of the ``--rounds`` rounds gives a ratio; the script prints the median
+and the minimum over rounds, every round's ratio, and a PASS/MISS line per aim of issue 12
+(each ratio: median >= 1.0 and no round < 0.9; MAF sampling >= 1.8). The load average is
+printed too: on a shared machine a low round is usually someone else's job. Results: tables on
+stdout and benchmarks/results/throughput.json (per-round ratios included). Usage:
+``python benchmarks/throughput.py [--quick] [--rounds 5]``.
 
 Roofline columns: the conditioners' dense-layer FLOPs per log_prob (counted from the kernels in
 the params) over the time, as a fraction of this machine's float32 matmul rate, for us and for
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +31,16 @@ import optax
 import reference
 
 import flowjax_lab as fl
-from _common import compile_seconds, device_info, print_table, time_call, write_results
+from _common import (
+    check_aim,
+    compile_seconds,
+    device_info,
+    load_average,
+    print_table,
+    round_ratios,
+    time_call,
+    write_results,
+)
 
 DIM, WIDTH = 8, 128
 MODELS = {  # name: (our builder, flowjax builder args, layers)
@@ -34,7 +49,7 @@ MODELS = {  # name: (our builder, flowjax builder args, layers)
     "nsf": lambda n: fl.models.nsf(DIM, n, (WIDTH, WIDTH), 8, elementwise_affine=False),
 }
 LAYERS = {"maf": 5, "realnvp": 8, "nsf": 8}
-REPEATS = 7  # timed calls per round; the table gives the median over all rounds
+REPEATS = 7  # timed calls per round; ratios are per round, the table gives their median
 
 
 def matmul_flops_per_s(n: int = 2048) -> float:
@@ -134,15 +149,43 @@ def handwritten(name: str, x: jax.Array, step_batch: jax.Array) -> dict:
 
 
 def time_interleaved(calls: dict, rounds: int) -> dict:
-    """Median seconds per call: ``rounds`` rounds, each timing every call ``REPEATS`` times in
-    turn (after a warm-up of each), so drift in the machine's speed hits all calls alike."""
+    """Per-round median seconds per call. Calls measuring the same thing (``log_prob``,
+    ``flowjax_log_prob``, ``hand_log_prob``) form a group; in each of ``rounds`` rounds every
+    group's calls run one after another, ``REPEATS`` times over (after a warm-up of each), so a
+    change in the machine's load hits ours and flowjax's alike and each round gives a ratio."""
+    groups = {}
+    for k in calls:
+        groups.setdefault(k.removeprefix("flowjax_").removeprefix("hand_"), []).append(k)
     times = {k: [] for k in calls}
     for fn in calls.values():
         time_call(fn, repeats=1)
     for _ in range(rounds):
-        for k, fn in calls.items():
-            times[k].append(time_call(fn, repeats=REPEATS, warmup=1))
-    return {k: statistics.median(v) for k, v in times.items()}
+        for keys in groups.values():
+            per_call = {k: [] for k in keys}
+            for _ in range(REPEATS):
+                for k in keys:
+                    start = time.perf_counter()
+                    jax.block_until_ready(calls[k]())
+                    per_call[k].append(time.perf_counter() - start)
+            for k in keys:
+                times[k].append(statistics.median(per_call[k]))
+    return times
+
+
+def aims(rows: list[dict]) -> list[str]:
+    """PASS/MISS lines for the issue's aims: every ratio level with flowjax (median over rounds
+    >= 1.0, no round < 0.9), MAF sampling >= 1.8x."""
+    lines = []
+    for row in rows:
+        for what in ("log_prob", "sample", "step"):
+            if f"{what}_vs_flowjax" not in row:
+                continue
+            key = f"{what}_vs_flowjax"
+            r = {"median": row[key], "min": row[f"{key}_min"], "rounds": row[f"{key}_rounds"]}
+            lines.append(check_aim(f"{row['model']} {what} vs flowjax", r, 1.0, 0.9)[0])
+            if row["model"] == "maf" and what == "sample":
+                lines.append(check_aim("maf sample vs flowjax", r, 1.8)[0])
+    return lines
 
 
 def main() -> None:
@@ -153,6 +196,8 @@ def main() -> None:
     batch = 1000 if args.quick else 10_000
     info = device_info()
     print("device:", info)
+    load_start = load_average()
+    print("load average (1/5/15 min) at the start:", load_start)
     x = jax.random.normal(jax.random.key(0), (batch, DIM))
     step_batch = x[:512]
     peak = matmul_flops_per_s()
@@ -163,13 +208,17 @@ def main() -> None:
         peer = theirs(name, x, step_batch, batch)
         calls.update({f"flowjax_{k}": fn for k, fn in (peer or {}).items()})
         calls.update(handwritten(name, x, step_batch))
-        t = time_interleaved(calls, args.rounds)
+        rounds = time_interleaved(calls, args.rounds)
+        t = {k: statistics.median(v) for k, v in rounds.items()}
         row = {"model": name, "layers": LAYERS[name], "batch": batch}
         for what in ("log_prob", "sample", "step"):
             n = 512 if what == "step" else batch
             row[f"{what}_per_s"] = n / t[what]
             if peer is not None:
-                row[f"{what}_vs_flowjax"] = t[f"flowjax_{what}"] / t[what]
+                ratio = round_ratios(rounds[f"flowjax_{what}"], rounds[what])
+                row[f"{what}_vs_flowjax"] = ratio["median"]
+                row[f"{what}_vs_flowjax_min"] = ratio["min"]
+                row[f"{what}_vs_flowjax_rounds"] = ratio["rounds"]
         if name == "maf":  # the issue's formula, as a check on the count from the params
             assert flops == LAYERS[name] * 2 * (DIM * WIDTH + WIDTH**2 + WIDTH * 2 * DIM)
         row["log_prob_roofline"] = batch * flops / t["log_prob"] / peak
@@ -207,6 +256,24 @@ def main() -> None:
         "step_vs_flowjax",
     ]
     print_table(rows, cols)
+    print("\nratio vs flowjax per round (theirs' time / ours in the same round):")
+    per_round = [
+        {
+            "model": r["model"],
+            "measure": what,
+            "median": r[f"{what}_vs_flowjax"],
+            "min": r[f"{what}_vs_flowjax_min"],
+            "rounds": " ".join(f"{v:.2f}" for v in r[f"{what}_vs_flowjax_rounds"]),
+        }
+        for r in rows
+        for what in ("log_prob", "sample", "step")
+        if f"{what}_vs_flowjax" in r
+    ]
+    if per_round:
+        print_table(per_round, ["model", "measure", "median", "min", "rounds"])
+    lines = aims(rows)
+    print(*lines, sep="\n")
+    print("load average (1/5/15 min) at the end:", load_average())
     print("\nbounds: matmul roofline fractions, and plain-JAX versions (reference.py) vs flowjax")
     bounds = [
         "model",
@@ -222,6 +289,7 @@ def main() -> None:
         ["model", "layers", "compile_log_prob_s", "compile_grad_s", "compile_sample_s"],
     )
     extra = {"compile": compile_rows, "matmul_flops": peak, "rounds": args.rounds}
+    extra.update(aims=lines, load_average=load_average(), load_average_start=load_start)
     path = write_results("throughput", rows, extra)
     print("wrote", path)
 
