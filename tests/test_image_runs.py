@@ -85,3 +85,16 @@ def test_image_model_errors_name_the_value(overrides, match):
 def test_mnist_data_params_are_checked(params, match):
     with pytest.raises(ValueError, match=match):
         problems.build_problem(_config("data.name=mnist", f"data.params={params}"))
+
+
+def test_the_mnist_configs_build_their_models():
+    """Builds only (no data, no init): glow_mnist's 3 levels fit its 32x32 padded images."""
+    configs = Path(TINY).parent
+    glow = C.load_config(configs / "glow_mnist.yaml")
+    assert glow.data.params == {"preprocessing": "dequantize", "pad": 2}
+    assert problems.build_flow(glow, (32, 32, 1)).event_shape == (32, 32, 1)
+    with pytest.raises(ValueError, match=r"28x28 image can be squeezed at most 2 times"):
+        problems.build_flow(glow, (28, 28, 1))
+    maf = C.load_config(configs / "maf_mnist.yaml")
+    assert (maf.model.num_layers, maf.model.hidden) == (5, (1024,))
+    assert problems.build_flow(maf, 784).event_shape == (784,)
