@@ -135,7 +135,12 @@ def main(args) -> None:
             ),
         )
     )
-    print_table(rows, ["model", "test log-lik (nats)", "+- 2 SE", "bits/pixel", "source"])
+    digits = {"test log-lik (nats)": 1, "+- 2 SE": 1, "bits/pixel": 3}
+    shown = [
+        {k: f"{v:.{digits[k]}f}" if k in digits and v is not None else v for k, v in r.items()}
+        for r in rows
+    ]
+    print_table(shown, ["model", "test log-lik (nats)", "+- 2 SE", "bits/pixel", "source"])
     path = write_results(
         "maf_mnist",
         rows,

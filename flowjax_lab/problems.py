@@ -55,15 +55,6 @@ def _linear(dim: int, model: cfg.ModelConfig) -> Flow:
     return make_flow(stack(chain(T.lu_linear(), T.affine()), model.num_layers), event_shape=(dim,))
 
 
-def max_squeeze_levels(image_shape: tuple[int, ...]) -> int:
-    """How many 2x2 squeezes an (H, W, C) image takes: the times 2 divides both H and W."""
-    h, w = image_shape[:2]
-    levels = 0
-    while h % 2 == 0 and w % 2 == 0 and h > 1 and w > 1:
-        h, w, levels = h // 2, w // 2, levels + 1
-    return levels
-
-
 def _glow(image_shape: tuple[int, ...], model: cfg.ModelConfig) -> Flow:
     """``fl.models.glow(image_shape, **model.params)``; checks levels against the image first."""
     from flowjax_lab import models  # noqa: PLC0415
@@ -81,8 +72,11 @@ def _glow(image_shape: tuple[int, ...], model: cfg.ModelConfig) -> Flow:
                 f"config: unknown key 'model.params.{key}' for fl.models.glow; "
                 f"allowed keys: {allowed}"
             )
-    levels, most = model.params.get("levels"), max_squeeze_levels(image_shape)
-    if levels is not None and not 1 <= levels <= most:
+    from flowjax_lab.transforms.multiscale import max_levels  # noqa: PLC0415
+
+    default = inspect.signature(models.glow).parameters["levels"].default
+    levels, most = model.params.get("levels", default), max_levels(*image_shape[:2])
+    if not isinstance(levels, int) or not 1 <= levels <= most:
         h, w, _ = image_shape
         raise ValueError(
             f"config key 'model.params.levels': {levels} levels need H and W divisible by "

@@ -19,6 +19,9 @@ def test_every_shipped_config_loads_and_round_trips():
         "reverse_kl_funnel.yaml",
         "mixed_objective.yaml",
         "tiny.yaml",
+        "maf_mnist.yaml",
+        "glow_mnist.yaml",
+        "glow_digits_tiny.yaml",
     }
     for path in CONFIGS:
         config = C.load_config(path)

@@ -1,0 +1,100 @@
+"""Image runs through the CLI (a tiny Glow on 8x8 digits) and the pixel-data config errors."""
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowjax_lab import cli, problems
+from flowjax_lab import config as C
+
+TINY = str(Path(__file__).parent.parent / "configs" / "glow_digits_tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        argv = ["train", TINY, "--set", f"output.root={root}", "--set", "output.run_id=seed"]
+        assert cli.main([*argv, "--no-progress"]) == 0
+    return root / "glow_digits_tiny-seed0", buf.getvalue()
+
+
+def test_tiny_glow_run_writes_image_pictures_and_beats_the_uniform_density(image_run):
+    run_dir, out = image_run
+    for name in ("samples.png", "bits_per_dim.png", "loss.png"):
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"picture:    {run_dir / name}" in out
+    summary = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    bpd, se = summary["test_bits_per_dim"], summary["test_bits_per_dim_se"]
+    assert math.isfinite(bpd) and 0 < se < 0.1
+    # the uniform density on [0, 1)^64 is log2(17) = 4.09 bits/dim; 200 steps get > 0.5 below
+    assert bpd < math.log2(17) - 0.5, bpd
+    # bits/dim is the NLL on the 17-level pixel scale: (nll + 64 log 17) / (64 log 2)
+    assert bpd == pytest.approx((summary["test_nll"] + 64 * math.log(17)) / (64 * math.log(2)))
+
+
+def test_eval_prints_test_bits_per_dim_with_its_se(image_run, capsys, tmp_path):
+    run_dir, _ = image_run
+    assert cli.main(["eval", str(run_dir)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "test bits/dim" in x)
+    value, _, se = line.split(":")[1].split()
+    summary = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert float(value) == pytest.approx(summary["test_bits_per_dim"], abs=2e-4)
+    assert float(se) == pytest.approx(summary["test_bits_per_dim_se"], abs=2e-4)
+    out = tmp_path / "x.npy"
+    assert cli.main(["sample", str(run_dir), "-n", "5", "-o", str(out)]) == 0
+    assert "5 samples of shape (8, 8, 1)" in capsys.readouterr().out
+    assert np.load(out).shape == (5, 8, 8, 1)
+
+
+def _config(*overrides):
+    return C.load_config(TINY, list(overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["model.params.levels=4"], r"'model\.params\.levels': 4 levels .* 8x8 image .* \[1, 3\]"),
+        (["model.params.depth=4"], r"unknown key 'model\.params\.depth'.*allowed keys"),
+        (["model.name=maf"], r"model 'maf' takes vectors, but the data are images of shape"),
+        (["data.name=digits"], r"model 'glow' needs image data"),
+    ],
+)
+def test_image_model_errors_name_the_value(overrides, match):
+    config = _config(*overrides)
+    problem = problems.build_problem(config)
+    with pytest.raises(ValueError, match=match):
+        problems.build_flow(config, problem.event_shape or problem.dim)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ("{preprocessing: jpeg}", r"'data\.params\.preprocessing': expected 'maf' or 'dequantize'"),
+        ("{preprocessing: maf, pad: 2}", r"'data\.params\.pad': not used by preprocessing 'maf'"),
+        ("{colour: 1}", r"unknown key 'data\.params\.colour'"),
+        ("{train_rows: 0}", r"'data\.params\.train_rows': expected an int in \[1, 50000\]"),
+    ],
+)
+def test_mnist_data_params_are_checked(params, match):
+    with pytest.raises(ValueError, match=match):
+        problems.build_problem(_config("data.name=mnist", f"data.params={params}"))
+
+
+def test_the_mnist_configs_build_their_models():
+    """Builds only (no data, no init): glow_mnist's 3 levels fit its 32x32 padded images."""
+    configs = Path(TINY).parent
+    glow = C.load_config(configs / "glow_mnist.yaml")
+    assert glow.data.params == {"preprocessing": "dequantize", "pad": 2}
+    assert problems.build_flow(glow, (32, 32, 1)).event_shape == (32, 32, 1)
+    with pytest.raises(ValueError, match=r"28x28 image can be squeezed at most 2 times"):
+        problems.build_flow(glow, (28, 28, 1))
+    maf = C.load_config(configs / "maf_mnist.yaml")
+    assert (maf.model.num_layers, maf.model.hidden) == (5, (1024,))
+    assert problems.build_flow(maf, 784).event_shape == (784,)
