@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--eval-batch", type=int, default=4, help="test images per call")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {list(ROWS)}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="vae_mnist", help="results/<out>.json")
     args = parser.parse_args()
     rows = args.rows.split(",")
     unknown = [r for r in rows if r not in ROWS]
@@ -167,7 +168,7 @@ def main() -> None:
             flush=True,
         )
         path = write_results(
-            "vae_mnist",
+            args.out,
             results,
             {
                 "args": vars(args),

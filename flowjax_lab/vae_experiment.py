@@ -54,10 +54,19 @@ def build_vae(config: cfg.Config, dim: int):
 
 
 def fit_objective(objective: Any) -> Any:
-    """The config's VAE objective in ``fl.fit``'s form: "elbo" or {"iwae": int k}."""
+    """The config's VAE objective in ``fl.fit``'s form: "elbo", {"iwae": int k} or
+    {"iwae_dreg": int k}."""
     if isinstance(objective, dict):
-        return {"iwae": int(objective["iwae"])}
+        return {name: int(k) for name, k in objective.items()}
     return objective
+
+
+def _binarize(config: cfg.Config) -> str | None:
+    """ "dynamic" (a fresh Bernoulli draw of the training intensities every step) for binarised
+    data sets under a Bernoulli likelihood, else None."""
+    binary = config.data.name in cfg.BINARIZED_DATA
+    bernoulli = config.model.params.get("likelihood", "bernoulli") == "bernoulli"
+    return "dynamic" if binary and bernoulli else None
 
 
 def image_shape(dim: int) -> tuple[int, int] | None:
@@ -71,14 +80,19 @@ def _keys(config: cfg.Config):
     return jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 1), 3)
 
 
-def _mean_bound(fn, params, x, key, chunk: int = 1000) -> float:
-    """The mean over rows of x of ``fn(params, rows, key)`` (per-row bounds), in fixed chunks."""
+def _bounds(fn, params, x, key, chunk: int = 1000) -> np.ndarray:
+    """``fn(params, rows, key)`` (per-row bounds) over the rows of x in fixed-size chunks (one
+    compile, bounded memory); chunk i uses fold_in(key, i)."""
     values = []
     for i, start in enumerate(range(0, len(x), chunk)):
         part = x[start : start + chunk]
         pad = np.concatenate([part, np.repeat(part[:1], chunk - len(part), 0)], 0)
         values.append(np.asarray(fn(params, pad, jax.random.fold_in(key, i)))[: len(part)])
-    return float(np.mean(np.concatenate(values)))
+    return np.concatenate(values)
+
+
+def _mean_bound(fn, params, x, key) -> float:
+    return float(np.mean(_bounds(fn, params, x, key)))
 
 
 def iwae_test_log_px(
@@ -127,6 +141,7 @@ def run(config: cfg.Config, *, progress: bool | None = None):
         params,
         objective=fit_objective(config.objective),
         data=problem.train,
+        binarize=_binarize(config),
         steps=tc.steps,
         batch_size=tc.batch_size,
         optimizer=build_optimizer(tc),
@@ -167,20 +182,12 @@ def evaluate_params(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     k_test, k_elbo, k_val = jax.random.split(key, 3)
-    log_px = _vae_module().iwae_log_likelihood(
-        model, params, problem.test, k_test, k=k, chunk=chunk
-    )
+    log_px = iwae_test_log_px(model, params, problem.test, k_test, k, chunk)
     out: dict[str, Any] = {}
     out["test_log_px"], out["test_log_px_se"] = mean_se(np.asarray(log_px))
     out["iwae_k"] = k
     elbo = jax.jit(model.elbo)
-    test_elbo = np.concatenate(
-        [
-            np.asarray(elbo(params, problem.test[i : i + 1000], jax.random.fold_in(k_elbo, i)))
-            for i in range(0, len(problem.test), 1000)
-        ]
-    )
-    out["test_elbo"], out["test_elbo_se"] = mean_se(test_elbo)
+    out["test_elbo"], out["test_elbo_se"] = mean_se(_bounds(elbo, params, problem.test, k_elbo))
     if len(problem.val):
         out["val_elbo"] = _mean_bound(elbo, params, problem.val, k_val)
     return out

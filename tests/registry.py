@@ -163,6 +163,18 @@ CASES: dict[str, Case] = {
     "radial_d5_wide": Case("radial", T.radial, (5,), 0, _wide(3.0), _wide(3.0)),
     "sigmoid": Case("sigmoid", T.sigmoid, (4,), 0, _wide(3.0), _unit_interval),
     "logit": Case("logit", T.logit, (2, 3), 0, _unit_interval, None),
+    # the VAE posterior (fl.vae): diagonal Gaussian then IAF steps; context [mu, log_sigma, h]
+    "vae_iaf_posterior": Case(
+        "vae.iaf_posterior",
+        lambda: fl.vae.iaf_posterior(4, steps=1, hidden=(16,), context_dim=3),
+        (4,),
+        11,
+        tol32=5e-5,
+        tol64=1e-12,
+    ),
+    "vae_diagonal_posterior": Case(
+        "vae.iaf_posterior", lambda: fl.vae.iaf_posterior(3, steps=0), (3,), 6
+    ),
     # combinators over layers
     "chain_linear": Case(
         "chain", lambda: fl.chain(T.lu_linear(), T.affine(), T.random_permutation())

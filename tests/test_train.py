@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from fit_helpers import interrupted_at
 
 import flowjax_lab as fl
 from flowjax_lab import train as train_mod
@@ -136,19 +137,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
     )
     full = fl.fit(jax.random.key(9), flow, params, checkpoint_dir=tmp_path / "a", **kwargs)
 
-    class Interrupting(train_mod.tqdm):  # stops the run at step 150, between checkpoints
-        done = 0
-
-        def update(self, n=1):
-            Interrupting.done += n
-            if Interrupting.done >= 150:
-                raise KeyboardInterrupt
-            return super().update(n)
-
-    monkeypatch.setattr(train_mod, "tqdm", Interrupting)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(monkeypatch, 150):  # between checkpoints
         fl.fit(jax.random.key(9), flow, params, checkpoint_dir=tmp_path / "b", **kwargs)
-    monkeypatch.undo()
     assert Checkpointer(tmp_path / "b").all_steps() == [100]
     resumed = fl.fit(
         jax.random.key(9), flow, params, checkpoint_dir=tmp_path / "b", resume=True, **kwargs

@@ -1,7 +1,15 @@
 """VAE experiments: the config schema's VAE keys and their errors, and (below) the CLI end to end."""
 
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
 import pytest
 
+from flowjax_lab import cli, experiment
 from flowjax_lab import config as C
 
 VAE = {
@@ -14,6 +22,7 @@ VAE = {
 
 def test_vae_objectives_parse():
     assert C.from_dict(VAE).objective == "elbo"
+    assert C.from_dict(VAE, ["objective={iwae_dreg: 5}"]).objective == {"iwae_dreg": 5}
     config = C.from_dict(VAE, ["objective={iwae: 50}", "eval.iwae_k=100"])
     assert config.objective == {"iwae": 50} and config.eval.iwae_k == 100
     assert C.from_dict(C.to_dict(config)) == config
@@ -26,7 +35,11 @@ def test_vae_objectives_parse():
         (["objective={iwae: 0}"], r"'objective\.iwae': k must be an integer >= 1, got 0"),
         (["objective={iwae: 2.5}"], r"'objective\.iwae': k must be an integer >= 1, got 2\.5"),
         (["objective={iwae: 5, dreg: 1}"], r"unknown key 'objective\.dreg'"),
-        (["objective=mle"], r"model 'vae' takes 'elbo' or \{iwae: k\}.*got objective 'mle'"),
+        (["objective={iwae_dreg: 0}"], r"'objective\.iwae_dreg': k must be an integer >= 1, got 0"),
+        (
+            ["objective=mle"],
+            r"model 'vae' takes 'elbo', \{iwae: k\} or \{iwae_dreg: k\}.*got objective 'mle'",
+        ),
         (["model.name=maf"], r"got objective 'elbo' for model 'maf'"),
         (["model.name=maf", "objective=mle"], r"'data\.name': 'binarized_digits' is for model"),
         (["data.name=digits"], r"Bernoulli likelihood needs binary data, got 'digits'"),
@@ -39,3 +52,61 @@ def test_vae_objectives_parse():
 def test_vae_config_errors_name_the_value(overrides, match):
     with pytest.raises(ValueError, match=match):
         C.from_dict(VAE, overrides)
+
+
+# --------------------------------------------------------------------------- the CLI end to end
+
+DIGITS = str(Path(__file__).parent.parent / "configs" / "vae_digits.yaml")
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    """configs/vae_digits.yaml, shortened, trained once through the CLI: (run folder, stdout)."""
+    root = tmp_path_factory.mktemp("runs")
+    sets = [f"output.root={root}", "output.run_id=seed", "train.steps=300", "eval.iwae_k=200"]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = cli.main(
+            ["train", DIGITS, *[a for s in sets for a in ("--set", s)], "--no-progress"]
+        )
+    assert code == 0
+    return root / "vae_digits-seed0", buf.getvalue()
+
+
+def test_cli_trains_a_vae_and_writes_its_pictures(vae_run):
+    run_dir, out = vae_run
+    for name in ("loss.png", "reconstructions.png", "samples.png"):
+        assert f"picture:    {run_dir / name}" in out
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    summary = rows[-1]
+    assert summary["summary"] and summary["steps"] == 300 and summary["iwae_k"] == 200
+    assert [r["val_loss"] for r in rows if "val_loss" in r]  # validated every 100 steps
+    # training improves the validation ELBO: ~-49 nats at init, ~-28 after 300 steps
+    assert summary["val_elbo"] > summary["val_elbo_init"] + 10.0
+    # IWAE-200 is a tighter bound than the ELBO (here by ~1 nat), with a finite s.e.
+    assert math.isfinite(summary["test_log_px"]) and 0 < summary["test_log_px_se"] < 2.0
+    assert summary["test_log_px"] > summary["test_elbo"]
+    assert "test log p(x) (IWAE)" in out and "+-" in out
+
+
+def test_cli_eval_recomputes_the_test_log_px_and_takes_iwae_k(vae_run, capsys):
+    run_dir, _ = vae_run
+    summary = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    metrics = experiment.evaluate(run_dir)  # the best checkpoint, the same keys: same numbers
+    assert metrics["test_log_px"] == pytest.approx(summary["test_log_px"], abs=1e-3)
+    assert cli.main(["eval", str(run_dir), "--iwae-k", "20", "--iwae-chunk", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "IWAE importance samples k: 20" in out
+    value = float(out.split("test log p(x) (IWAE):")[1].split("+-")[0])
+    assert summary["test_elbo"] - 1.0 < value < summary["test_log_px"] + 1.0  # k = 20 sits between
+    assert cli.main(["eval", str(run_dir), "--iwae-k", "0"]) == 2
+    assert "iwae_k must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_cli_samples_a_vae(vae_run, tmp_path, capsys):
+    run_dir, _ = vae_run
+    out = tmp_path / "x.npy"
+    assert cli.main(["sample", str(run_dir), "-n", "5", "-o", str(out)]) == 0
+    x = np.load(out)
+    assert x.shape == (5, 64) and 0.0 <= x.min() and x.max() <= 1.0  # Bernoulli means
