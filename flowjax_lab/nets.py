@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .convolution import conv_general_dilated
+
 Array = jax.Array
 Activation = Callable[[Array], Array]
 Initializer = Callable[..., Array]
@@ -228,18 +230,20 @@ class ConvNet(nn.Module):
             x = jnp.concatenate([x, context], axis=-1)
         dtype = _param_dtype(x)
         k = (self.kernel_size, self.kernel_size)
+        # convolution.conv_general_dilated: gradients that stay fast inside lax.scan on CPU
+        conv = dict(param_dtype=dtype, conv_general_dilated=conv_general_dilated)
         h = x
         if self.hidden_channels:  # 0: the zero-initialised output conv alone (Glow's split prior)
-            conv_in = nn.Conv(self.hidden_channels, k, param_dtype=dtype, name="conv_in")
-            conv_mid = nn.Conv(self.hidden_channels, (1, 1), param_dtype=dtype, name="conv_mid")
+            conv_in = nn.Conv(self.hidden_channels, k, name="conv_in", **conv)
+            conv_mid = nn.Conv(self.hidden_channels, (1, 1), name="conv_mid", **conv)
             h = self.activation(conv_mid(self.activation(conv_in(h))))
         return nn.Conv(
             self.out_channels,
             k,
             kernel_init=nn.initializers.zeros,
             bias_init=nn.initializers.zeros,
-            param_dtype=dtype,
             name="output",
+            **conv,
         )(h)
 
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
+from flowjax_lab.convolution import conv2d
 from flowjax_lab.core import Transform
 from flowjax_lab.transforms.autoregressive import check_params
 from flowjax_lab.transforms.image import check_image
@@ -70,8 +71,7 @@ def _kernel(weights: Array, diag: Array) -> tuple[Array, Array]:
 
 def _conv(x: Array, kernel: Array) -> Array:
     """'SAME' zero-padded cross-correlation of one (H, W, C) image with an HWIO kernel."""
-    dn = ("NHWC", "HWIO", "NHWC")
-    return jax.lax.conv_general_dilated(x[None], kernel, (1, 1), "SAME", dimension_numbers=dn)[0]
+    return conv2d(x[None], kernel, "SAME")[0]
 
 
 def _solve(y: Array, kernel: Array, centre_matrix: Array, unit_diagonal: bool) -> Array:
