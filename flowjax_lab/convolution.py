@@ -26,7 +26,10 @@ from __future__ import annotations
 from functools import partial
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 Array = jax.Array
 
@@ -34,12 +37,15 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def _is_canonical_2d(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers):
+    """True for a 2-D, stride-1, undilated conv in NHWC x HWIO -> NHWC (anything else, and any
+    malformed argument, goes to lax, which checks it)."""
     if lhs.ndim != 4 or rhs.ndim != 4 or dimension_numbers is None:
         return False
-    if any(s != 1 for s in window_strides):
+    if len(window_strides) != 2 or any(s != 1 for s in window_strides):
         return False
-    if any(d is not None and any(v != 1 for v in d) for d in (lhs_dilation, rhs_dilation)):
-        return False
+    for dilation in (lhs_dilation, rhs_dilation):
+        if dilation is not None and (len(dilation) != 2 or any(v != 1 for v in dilation)):
+            return False
     given = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     return given == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
 
@@ -55,23 +61,29 @@ def _conv_nhwc(x: Array, kernel: Array, padding, precision) -> Array:
     return _conv(x, kernel, padding, precision)
 
 
-@_conv_nhwc.defjvp
 def _conv_nhwc_jvp(padding, precision, primals, tangents):
     x, kernel = primals
     dx, dkernel = tangents
     y = _conv_nhwc(x, kernel, padding, precision)
-    # conv(dx, W) with W given as HWOI: its transpose (the input gradient) reads W as HWIO.
-    dy_x = _conv(dx, kernel.swapaxes(2, 3), padding, precision, ("NHWC", "HWOI", "NHWC"))
-    # conv(x, dW) with x given as CHWN, dW as IHWO and the result as HWNC: its transpose in dW
-    # (the kernel gradient) reads x^T as NHWC, dy^T as HWIO and writes dW^T as NHWC.
-    y_hwnc = _conv(
-        x.transpose(3, 1, 2, 0),
-        dkernel.transpose(2, 0, 1, 3),
-        padding,
-        precision,
-        ("CHWN", "IHWO", "HWNC"),
-    )
-    return y, dy_x + y_hwnc.transpose(2, 0, 1, 3)
+    dy = jnp.zeros_like(y)
+    if not isinstance(dx, SymbolicZero):
+        # conv(dx, W) with W given as HWOI: its transpose (the input gradient) reads W as HWIO.
+        dy = dy + _conv(dx, kernel.swapaxes(2, 3), padding, precision, ("NHWC", "HWOI", "NHWC"))
+    if not isinstance(dkernel, SymbolicZero):
+        # conv(x, dW) with x given as CHWN, dW as IHWO and the result as HWNC: its transpose in
+        # dW (the kernel gradient) reads x^T as NHWC, dy^T as HWIO and writes dW^T as NHWC.
+        y_hwnc = _conv(
+            x.transpose(3, 1, 2, 0),
+            dkernel.transpose(2, 0, 1, 3),
+            padding,
+            precision,
+            ("CHWN", "IHWO", "HWNC"),
+        )
+        dy = dy + y_hwnc.transpose(2, 0, 1, 3)
+    return y, dy
+
+
+_conv_nhwc.defjvp(_conv_nhwc_jvp, symbolic_zeros=True)
 
 
 def conv_general_dilated(
@@ -116,8 +128,15 @@ def conv_general_dilated(
         )
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
-    padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-    return _conv_nhwc(lhs, rhs, padding, precision)
+    padding = tuple(tuple(pair) for pair in padding)
+    if len(padding) != 2 or any(
+        len(pair) != 2 or not all(isinstance(p, (int, np.integer)) for p in pair)
+        for pair in padding
+    ):
+        raise ValueError(
+            f"padding must be a string or two (low, high) integer pairs, got {padding}"
+        )
+    return _conv_nhwc(lhs, rhs, tuple((int(lo), int(hi)) for lo, hi in padding), precision)
 
 
 def conv2d(x: Array, kernel: Array, padding="SAME") -> Array:

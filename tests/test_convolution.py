@@ -129,3 +129,47 @@ def test_glow_training_gradient_has_only_canonical_layout_convs(mixing):
     assert len(convs) >= 8, len(convs)  # forward, input- and kernel-gradient convs of every step
     for eqn in convs:
         assert eqn.params["dimension_numbers"] == CANONICAL, eqn.params["dimension_numbers"]
+
+
+def test_flax_conv_through_it_equals_flax_default():
+    import flax.linen as nn
+
+    x = jax.random.normal(jax.random.key(0), (2, 6, 5, 3))
+    for padding in ("SAME", "CIRCULAR", ((2, 0), (1, 1))):
+        ours = nn.Conv(4, (3, 3), padding=padding, conv_general_dilated=conv_general_dilated)
+        ref = nn.Conv(4, (3, 3), padding=padding)
+        params = ref.init(jax.random.key(1), x)
+        chex.assert_trees_all_close(ours.apply(params, x), ref.apply(params, x), atol=1e-5)
+        grads = [jax.grad(lambda p, m=m: jnp.sum(m.apply(p, x) ** 2))(params) for m in (ours, ref)]
+        chex.assert_trees_all_close(*grads, atol=1e-4, rtol=1e-4)
+
+
+def test_batched_kernels_under_vmap_equal_lax():
+    x, _ = _operands(2, 3, 5, 5, 2, 3, 3)
+    kernels = jax.random.normal(jax.random.key(5), (3, 3, 3, 2, 3))
+    loss = lambda f: lambda k, a: jnp.sum(jnp.tanh(f(a[None], k)))
+    ours = jax.vmap(jax.grad(loss(lambda a, k: conv2d(a, k))))(kernels, x)
+    ref = jax.vmap(jax.grad(loss(lambda a, k: _reference(a, k, "SAME"))))(kernels, x)
+    chex.assert_trees_all_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "strides, padding, lhs_dilation",
+    [((), "SAME", None), ((1, 1), "SAME", (1,)), ((1, 1), ((1.5, 1), (1, 1)), None)],
+)
+def test_malformed_arguments_are_errors(strides, padding, lhs_dilation):
+    x, kernel = _operands(0, 2, 6, 5, 4, 2, 3)
+    with pytest.raises((ValueError, TypeError)):
+        conv_general_dilated(
+            x, kernel, strides, padding, lhs_dilation=lhs_dilation, dimension_numbers=NHWC
+        )
+
+
+def test_one_sided_derivatives_convolve_only_what_they_need():
+    """Symbolic-zero tangents: grad in x alone (or the kernel alone) adds one conv, as lax's."""
+    x, kernel = _operands(0, 2, 5, 5, 3, 4, 3)
+    count = lambda jaxpr: str(jaxpr).count("conv_general_dilated")
+    for argnums in (0, 1):
+        ours = jax.make_jaxpr(jax.grad(lambda a, b: jnp.sum(conv2d(a, b) ** 2), argnums))
+        ref = jax.make_jaxpr(jax.grad(lambda a, b: jnp.sum(_reference(a, b, "SAME") ** 2), argnums))
+        assert count(ours(x, kernel)) == count(ref(x, kernel)) == 2
