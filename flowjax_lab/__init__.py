@@ -5,6 +5,7 @@ and return (output, log|det J|). Compose with ``chain``/``stack``, add a base wi
 """
 
 from flowjax_lab import (
+    convolution,
     dequantization,
     distributed,
     models,
@@ -55,6 +56,7 @@ __all__ = [
     "as_key",
     "chain",
     "combine",
+    "convolution",
     "data_init",
     "dequantization",
     "distributed",

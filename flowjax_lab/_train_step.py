@@ -182,14 +182,32 @@ class EpochShuffler:
         return out
 
 
-def term_losses(flow: Flow, target_log_prob: Callable | None, batch: int, context=None) -> dict:
+DEQUANTIZE_KEY = 0xDE0  # fold_in(step key, DEQUANTIZE_KEY): the step's dequantisation noise
+
+
+def dequantize_rows(key, pixels: jax.Array, num_levels: int) -> jax.Array:
+    """x = (p + u) / L, u ~ U[0, 1) elementwise: uniform dequantisation of integer pixels p."""
+    return (pixels + jax.random.uniform(key, pixels.shape, pixels.dtype)) / num_levels
+
+
+def term_losses(
+    flow: Flow, target_log_prob: Callable | None, batch: int, context=None, dequantize=None
+) -> dict:
     """The objective terms as ``{term: loss(params, x, ctx, key) -> scalar}``, one per TERMS.
 
     ``x``/``ctx`` are the step's data rows (None without data); ``key`` is the step's key for
     base samples; ``batch`` base samples per step and ``context`` (one vector) for reverse KL.
+    ``dequantize``: None, or the pixel levels L of integer-pixel rows, dequantised afresh at
+    each step from fold_in(key, DEQUANTIZE_KEY) (`dequantize_rows`) before the MLE term.
     """
+
+    def mle(p, x, c, k):
+        if dequantize is not None:
+            x = dequantize_rows(jax.random.fold_in(k, DEQUANTIZE_KEY), x, dequantize)
+        return forward_kl(flow)(p, x, c)
+
     return {
-        "mle": lambda p, x, c, k: forward_kl(flow)(p, x, c),
+        "mle": mle,
         "reverse_kl": lambda p, x, c, k: reverse_kl(flow, target_log_prob)(p, k, batch, context),
         "reverse_kl_stl": lambda p, x, c, k: reverse_kl(flow, target_log_prob, True)(
             p, k, batch, context

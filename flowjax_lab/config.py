@@ -63,7 +63,9 @@ class DataConfig:
       data: ``mnist`` (params: preprocessing "maf" (default; 784-D vectors in logit space, the MAF paper's, with alpha
       default 1e-6) or "dequantize" (images (28 + 2 pad, 28 + 2 pad, channels), x = (p + u) /
       256); train_rows: use the first that many training rows) and ``digits_images`` (sklearn's
-      digits as 8x8x1 images, x = (p + u) / 17). Images are never standardised.
+      digits as 8x8x1 images, x = (p + u) / 17); for both image sets ``noise``: "per_step"
+      (default: training draws fresh u every step, ``fit(dequantize=L)``) or "fixed" (one draw
+      per image); validation and test always use one fixed draw. Images are never standardised.
     num_samples: rows drawn for the sampled sets (digits has its own 1797).
     fractions: train / validation / test fractions.
     standardize: fit a per-feature standardiser on train; NLLs are reported in data units.

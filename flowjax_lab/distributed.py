@@ -8,7 +8,7 @@ one machine)::
 
   # on every host, with its own process id (0 on the coordinator's host):
   FLOWJAX_LAB_COORDINATOR=10.0.0.1:8476 FLOWJAX_LAB_NUM_PROCESSES=2 FLOWJAX_LAB_PROCESS_ID=0 \\
-      flowjax-lab train configs/maf_power.yaml
+      flowjax-lab train configs/maf_two_moons.yaml
   # or the same as flags:
   flowjax-lab train CONFIG --coordinator 10.0.0.1:8476 --num-processes 2 --process-id 1
 

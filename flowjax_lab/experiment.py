@@ -137,7 +137,8 @@ def run(config: cfg.Config, *, progress: bool | None = None) -> RunResult:
         flow,
         params,
         objective=fit_objective(config.objective),
-        data=problem.train,
+        data=problem.train if problem.train_pixels is None else problem.train_pixels,
+        dequantize=None if problem.train_pixels is None else problem.num_levels,
         target_log_prob=problem.target_log_prob,
         steps=tc.steps,
         batch_size=tc.batch_size,
@@ -378,15 +379,17 @@ def evaluate(run_dir: str | Path, iwae_k: int | None = None, iwae_chunk: int | N
     """The final metrics of a saved run, recomputed from its config and checkpoint.
 
     ``iwae_k`` / ``iwae_chunk``: for a VAE run, the importance samples of its test log p(x)
-    (default: the config's ``eval.iwae_k``, 5000) and how many are drawn at a time.
+    (default: the config's ``eval.iwae_k``, 5000) and how many are drawn at a time. The test
+    rows are split over the run's ``train.devices`` (null: all devices) as in training.
     """
     config = _run_config(run_dir)
+    mesh = _mesh(config.train.devices)
     if config.model.name == "vae":
-        return _vae().evaluate(run_dir, config, iwae_k, iwae_chunk)
+        return _vae().evaluate(run_dir, config, iwae_k, iwae_chunk, mesh=mesh)
     if iwae_k is not None or iwae_chunk is not None:
         raise ValueError(f"--iwae-k / --iwae-chunk apply to VAE runs; {run_dir} is a flow run")
     config, problem, flow, params = load_run(run_dir)
-    return _evaluate(config, problem, flow, params, _eval_key(config))
+    return _evaluate(config, problem, flow, params, _eval_key(config), mesh)
 
 
 def sample(run_dir: str | Path, n: int, seed: int = 0) -> np.ndarray:

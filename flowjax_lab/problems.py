@@ -124,8 +124,8 @@ _DATA_PARAMS = {
     "digits": ("alpha",),
     "binarized_mnist": ("binarization_seed",),
     "binarized_digits": ("binarization_seed",),
-    "mnist": ("preprocessing", "alpha", "pad", "channels", "train_rows"),
-    "digits_images": (),
+    "mnist": ("preprocessing", "alpha", "pad", "channels", "train_rows", "noise"),
+    "digits_images": ("noise",),
 }
 NUM_LEVELS = {"digits": D.DIGITS_NUM_LEVELS, "digits_images": D.DIGITS_NUM_LEVELS, "mnist": 256}
 """Pixel levels L of the pixel data sets, for bits/dim on the integer-pixel scale."""
@@ -141,6 +141,9 @@ class Problem(NamedTuple):
     data_log_prob: exact log-density of the data in data units, when known. alpha: the logit
     alpha of digits and MAF-preprocessed MNIST (None otherwise). event_shape: (H, W, C) for
     images, None for vectors. num_levels: pixel levels L of pixel data (None otherwise).
+    train_pixels: the training split's integer pixels when training draws fresh dequantisation
+    noise every step (``data.params.noise: per_step``, images' default; ``train`` is then one
+    fixed draw, for data init and plots), else None.
     """
 
     dim: int
@@ -154,6 +157,7 @@ class Problem(NamedTuple):
     alpha: float | None
     event_shape: tuple[int, ...] | None = None
     num_levels: int | None = None
+    train_pixels: np.ndarray | None = None
 
 
 def _load_data(dc: cfg.DataConfig, key: jax.Array):
@@ -170,12 +174,12 @@ def _load_data(dc: cfg.DataConfig, key: jax.Array):
         )
     k_sample, k_split = jax.random.split(key)
     if dc.name in cfg.BINARIZED_DATA:
-        return _load_binarized(dc, key), None, None
+        return _load_binarized(dc, key), None, None, None
     if dc.name in ("mnist", "digits_images"):
         return _load_pixel_data(dc, key)
     if dc.name == "digits":
         digits = D.load_digits(key, alpha=dc.params.get("alpha", 0.05), fractions=dc.fractions)
-        return (digits.train, digits.val, digits.test), None, digits.alpha
+        return (digits.train, digits.val, digits.test), None, digits.alpha, None
     if dc.name == "gaussian_mixture":
         if "means" not in dc.params:
             raise ValueError("config: missing required key 'data.params.means'")
@@ -188,7 +192,7 @@ def _load_data(dc: cfg.DataConfig, key: jax.Array):
     draw = jax.jit(  # one compile instead of one per eager op
         lambda k1, k2: tuple(D.train_val_test_split(k2, sampler(k1, dc.num_samples), dc.fractions))
     )
-    return draw(k_sample, k_split), log_prob, None
+    return draw(k_sample, k_split), log_prob, None, None
 
 
 def _load_binarized(dc: cfg.DataConfig, key: jax.Array):
@@ -204,7 +208,9 @@ def _load_binarized(dc: cfg.DataConfig, key: jax.Array):
 def _load_pixel_data(dc: cfg.DataConfig, key: jax.Array):
     """MNIST (MAF-paper vectors or dequantised images) or digits as 8x8x1 dequantised images.
 
-    Images are dequantised once, x = (p + u) / L with u from ``key``; MNIST keeps its classic
+    Every split is dequantised once, x = (p + u) / L with u from ``key``, and with
+    ``data.params.noise: per_step`` (the default for images) the training split's integer
+    pixels come back too (4th item), for ``fit(dequantize=L)`` to draw fresh noise every step; MNIST keeps its classic
     50k / 10k / 10k split (``fractions`` is not used), and the MAF preprocessing its own
     RandomState(42) noise, so it does not depend on the seed.
     """
@@ -221,12 +227,12 @@ def _load_pixel_data(dc: cfg.DataConfig, key: jax.Array):
                 f"config key 'data.params.preprocessing': expected 'maf' or 'dequantize', "
                 f"got {prep!r}"
             )
-        other = ("alpha",) if prep == "dequantize" else ("pad", "channels")
+        other = ("alpha",) if prep == "dequantize" else ("pad", "channels", "noise")
         wrong = [k for k in other if k in dc.params]
         if wrong:
             raise ValueError(
                 f"config key 'data.params.{wrong[0]}': not used by preprocessing {prep!r} "
-                "(alpha is for 'maf'; pad and channels are for 'dequantize')"
+                "(alpha is for 'maf'; pad, channels and noise are for 'dequantize')"
             )
         if rows is not None and (not isinstance(rows, int) or not 1 <= rows <= 50000):
             raise ValueError(
@@ -234,12 +240,18 @@ def _load_pixel_data(dc: cfg.DataConfig, key: jax.Array):
             )
         if prep == "maf":
             m = D.load_mnist_maf(alpha=dc.params.get("alpha", D.MAF_ALPHA))
-            return (m.train[:rows], m.val, m.test), None, m.alpha
+            return (m.train[:rows], m.val, m.test), None, m.alpha, None
         px = D.load_mnist_images(pad=dc.params.get("pad", 0), channels=dc.params.get("channels", 1))
         splits, alpha = [px.train[:rows], px.val, px.test], None
+    noise = dc.params.get("noise", "per_step")
+    if noise not in ("per_step", "fixed"):
+        raise ValueError(
+            f"config key 'data.params.noise': expected 'per_step' or 'fixed', got {noise!r}"
+        )
     levels = NUM_LEVELS[dc.name]
     keys = jax.random.split(k_noise, 3)
-    return tuple(D.dequantize_images(k, p, levels) for k, p in zip(keys, splits)), None, alpha
+    fixed = tuple(D.dequantize_images(k, p, levels) for k, p in zip(keys, splits))
+    return fixed, None, alpha, (np.asarray(splits[0], np.float32) if noise == "per_step" else None)
 
 
 def _load_target(tc: cfg.TargetConfig) -> Target:
@@ -263,10 +275,10 @@ def build_problem(config: cfg.Config, standardizer: D.Standardizer | None = None
     ``standardizer`` replaces the one fitted on the training split (when reloading a run).
     """
     key = jax.random.fold_in(jax.random.key(config.seed), 0)
-    train = val = test = data_log_prob = alpha = target = target_lp = None
+    train = val = test = data_log_prob = alpha = target = target_lp = train_pixels = None
     dim = event_shape = num_levels = None
     if config.data is not None:
-        (train, val, test), data_log_prob, alpha = _load_data(config.data, key)
+        (train, val, test), data_log_prob, alpha, train_pixels = _load_data(config.data, key)
         event_shape = tuple(np.shape(train)[1:]) if np.ndim(train) > 2 else None
         num_levels = NUM_LEVELS.get(config.data.name)
         D.check_data(np.reshape(train, (len(train), -1)), name="training data")
@@ -299,6 +311,7 @@ def build_problem(config: cfg.Config, standardizer: D.Standardizer | None = None
         alpha,
         event_shape,
         num_levels,
+        train_pixels,
     )
 
 

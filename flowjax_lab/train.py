@@ -129,6 +129,7 @@ def fit(
     config: dict | None = None,
     mesh=None,
     binarize: str | None = None,
+    dequantize: int | None = None,
 ) -> FitResult:
     """Fit ``flow`` by forward KL (MLE on ``data``), reverse KL (to ``target_log_prob``), or a mix;
     or a ``fl.vae.VAE`` by its ELBO or IWAE-k bound on ``data``.
@@ -167,6 +168,11 @@ def fit(
       binarize: VAE with a Bernoulli likelihood only: "dynamic" treats ``data`` as intensities
         in [0, 1] and draws x ~ Bernoulli(row) at each step from fold_in(key, step) (resumable);
         None (default) trains on the rows as given, which must then be binary.
+      dequantize: flows only: None (default: rows as given), or the number of pixel levels L
+        when ``data`` holds integer pixel values in [0, L): each step trains on x = (p + u) / L
+        with fresh u ~ U[0, 1) drawn from fold_in(key, step) (uniform dequantisation, resumable;
+        a fixed draw would let the flow fit the noise). ``val_data`` must already be
+        dequantised (one fixed draw, e.g. ``fl.dequantization.uniform_dequantize``).
 
     Raises:
       ValueError: unknown objective, missing data or target, bad data (NaN/inf rows, shape), a
@@ -197,6 +203,7 @@ def fit(
         steps_per_chunk=steps_per_chunk,
         mesh=mesh,
         binarize=binarize,
+        dequantize=dequantize,
     )
     mesh = inputs.mesh
     place = (lambda tree: tree) if mesh is None else lambda tree: replicate(tree, mesh)  # noqa: E731
@@ -206,7 +213,7 @@ def fit(
     # arrays that span other processes' devices)
     consts = fixed if mesh is None else to_host(fixed)
     optimizer = default_optimizer(steps) if optimizer is None else optimizer
-    losses = term_losses(flow, inputs.target_log_prob, inputs.batch, inputs.ctx_one)
+    losses = term_losses(flow, inputs.target_log_prob, inputs.batch, inputs.ctx_one, dequantize)
     if isinstance(flow, VAE):
         losses.update(vae_term_losses(flow, inputs.samples, binarize))
     chunk, used, traces = make_chunk(
@@ -303,9 +310,20 @@ def _positive(**values):
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
 
+def _check_pixel_rows(data: np.ndarray, levels: int) -> None:
+    """``fit(dequantize=L)``'s data must be integer pixel values in [0, L)."""
+    lo, hi = float(data.min()), float(data.max())
+    integers = bool(np.all(data == np.floor(data)))
+    if not (0 <= lo and hi < levels and integers):
+        raise ValueError(
+            f"dequantize={levels} needs data of integer pixel values in [0, {levels}); got "
+            f"values in [{lo}, {hi}]" + ("" if integers else ", not all integers (dequantised?)")
+        )
+
+
 def _check_inputs(flow, params, key, *, objective, data, target_log_prob, context, val_data,
                   steps, batch_size, val_every, patience, checkpoint_dir, checkpoint_every,
-                  keep, resume, steps_per_chunk, mesh, binarize) -> _Inputs:  # fmt: skip
+                  keep, resume, steps_per_chunk, mesh, binarize, dequantize) -> _Inputs:  # fmt: skip
     """Every check on ``fit``'s arguments, raised before any compile (see ``fit``'s Raises)."""
     starts, weights = parse_objective(objective)
     samples = objective_samples(objective)
@@ -318,6 +336,10 @@ def _check_inputs(flow, params, key, *, objective, data, target_log_prob, contex
         )
     if binarize is not None and not is_vae:
         raise ValueError(f"binarize={binarize!r} is for a VAE with a Bernoulli likelihood")
+    if dequantize is not None:
+        if is_vae or "mle" not in used:
+            raise ValueError(f"dequantize={dequantize!r} is for a flow trained by 'mle' on pixels")
+        _positive(dequantize=dequantize)
     for term in ("mle", *VAE_TERMS):
         if term in used and data is None:
             raise ValueError(f"objective {objective!r} uses {term!r}, which needs data=")
@@ -357,6 +379,8 @@ def _check_inputs(flow, params, key, *, objective, data, target_log_prob, contex
             ctx_rows = check_rows(context, context.shape[1:], "context", dtype)
     if data is not None:
         data = check_rows(data, shape, "data", dtype)
+        if dequantize is not None:
+            _check_pixel_rows(data, dequantize)
     if val_data is not None:
         val_x, val_ctx = val_data if isinstance(val_data, (tuple, list)) else (val_data, None)
         val_x = check_rows(val_x, shape, "val_data", dtype)

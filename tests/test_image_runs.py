@@ -80,6 +80,8 @@ def test_image_model_errors_name_the_value(overrides, match):
         ("{preprocessing: maf, pad: 2}", r"'data\.params\.pad': not used by preprocessing 'maf'"),
         ("{colour: 1}", r"unknown key 'data\.params\.colour'"),
         ("{train_rows: 0}", r"'data\.params\.train_rows': expected an int in \[1, 50000\]"),
+        ("{preprocessing: dequantize, noise: gaussian}", r"'data\.params\.noise': expected"),
+        ("{preprocessing: maf, noise: fixed}", r"'data\.params\.noise': not used by .*'maf'"),
     ],
 )
 def test_mnist_data_params_are_checked(params, match):
@@ -98,3 +100,16 @@ def test_the_mnist_configs_build_their_models():
     maf = C.load_config(configs / "maf_mnist.yaml")
     assert (maf.model.num_layers, maf.model.hidden) == (5, (1024,))
     assert problems.build_flow(maf, 784).event_shape == (784,)
+
+
+def test_image_training_rows_are_pixels_dequantised_per_step_unless_fixed():
+    """Default ``noise: per_step``: the run fits integer pixels with ``fit(dequantize=17)``;
+    ``train`` is one fixed draw of the same images (data init, plots)."""
+    per_step = problems.build_problem(_config())
+    pixels, fixed = per_step.train_pixels, per_step.train
+    assert pixels is not None and per_step.num_levels == 17
+    np.testing.assert_array_equal(pixels, np.floor(pixels))
+    assert pixels.min() >= 0 and pixels.max() <= 16 and pixels.max() > 8
+    u = fixed * 17 - pixels  # x = (p + u) / 17, u in [0, 1)
+    assert u.min() > -1e-4 and u.max() < 1 + 1e-4 and 0.4 < u.mean() < 0.6
+    assert problems.build_problem(_config("data.params={noise: fixed}")).train_pixels is None

@@ -1,5 +1,7 @@
 """Data parallelism on 4 forced host devices; run in its own process (see test_sharding.py)."""
 
+import os
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -82,3 +84,46 @@ def test_sharded_log_prob_sample_and_batch_eval_equal_unsharded():
 
     sharded = fl.sharding.sharded_batch_eval(bound, mesh)(params, x, key)
     np.testing.assert_allclose(sharded, jax.jit(bound)(params, x, key), rtol=1e-5, atol=1e-5)
+
+
+def test_vae_run_on_four_devices_equals_one_device(tmp_path):
+    """A VAE config trained and evaluated with ``train.devices: 4`` (fit on the mesh, IWAE test
+    images split over the devices) gives the one-device run's params and metrics."""
+    from flowjax_lab import experiment, vae_experiment
+    from flowjax_lab.config import load_config
+
+    config_path = os.path.join(os.path.dirname(__file__), "..", "configs", "vae_digits.yaml")
+    runs = {}
+    for devices in (1, 4):
+        sets = [
+            "train.steps=60",
+            "train.val_every=20",
+            "train.checkpoint_every=60",
+            "eval.iwae_k=40",
+            "eval.iwae_chunk=20",
+            "output.plots=false",
+            f"output.root={tmp_path / str(devices)}",
+            f"train.devices={devices}",
+        ]
+        runs[devices] = experiment.run(load_config(config_path, sets), progress=False)
+    one, four = runs[1], runs[4]
+    chex.assert_trees_all_close(four.params, one.params, atol=1e-4, rtol=1e-4)
+    for name in ("test_elbo", "val_elbo", "val_elbo_init"):
+        np.testing.assert_allclose(four.metrics[name], one.metrics[name], rtol=1e-4)
+    assert four.metrics["val_elbo"] > four.metrics["val_elbo_init"] + 1.0  # it trained
+    # IWAE on 4 devices: 4 images per device and call, as 16 per call on one device
+    config = load_config(config_path, ["eval.iwae_k=40", "eval.iwae_chunk=20"])
+    problem, model, params = vae_experiment.load_run(four.run_dir, config)
+    k_test = jax.random.split(vae_experiment._keys(config)[2], 3)[0]
+    ref = vae_experiment.iwae_test_log_px(model, one.params, problem.test, k_test, 40, 20, 16)
+    np.testing.assert_allclose(four.metrics["test_log_px"], ref.mean(), rtol=1e-5)
+    # the saved run re-evaluates on its devices to the same figures
+    again = experiment.evaluate(four.run_dir)
+    np.testing.assert_allclose(again["test_log_px"], four.metrics["test_log_px"], rtol=1e-5)
+
+    # sharded IWAE: 1 image per device on 4 devices is 4 images per call on one
+    x, key = problem.test[:10], jax.random.key(3)
+    ref = vae_experiment.iwae_test_log_px(model, params, x, key, k=30, chunk=10, batch=4)
+    mesh = fl.sharding.make_mesh()
+    got = vae_experiment.iwae_test_log_px(model, params, x, key, k=30, chunk=10, batch=1, mesh=mesh)
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
