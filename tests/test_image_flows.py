@@ -225,3 +225,21 @@ def test_variational_dequantization_is_a_bound_that_beats_uniform():
     assert start >= exact_bpd(gauss) - 0.01  # a bound at init ...
     assert end >= exact_bpd(params["flow"]) - 0.01  # ... and after training (MC error ~0.005)
     assert end < float(uniform) - 0.1, (float(uniform), start, end)  # measured 0.28 vs 0.23 -> 0.11
+
+
+def test_emerging_conv_receptive_field_is_the_sum_of_its_two_masks():
+    """f = B o A: output pixel p depends on exactly the inputs at p + a + b, a an offset that A's
+    mask keeps (raster order up to the centre), b one that B's keeps (the reverse): every
+    off-centre weight is used and nothing outside the masks leaks in."""
+    k, (h, w, c) = 3, (9, 9, 2)
+    t = T.emerging_conv(k)
+    x = jax.random.normal(jax.random.key(0), (h, w, c))
+    params = fl.testing.randomize_params(jax.random.key(1), t.init(jax.random.key(2), x), 0.5)
+    jac = jax.jacfwd(lambda v: t.apply(params, v)[0])(x)  # (h, w, c, h, w, c)
+    reach = np.abs(np.asarray(jac)).sum(axis=(2, 5))[4, 4]  # out pixel (4, 4) <- in (h, w)
+    got = {(int(r) - 4, int(q) - 4) for r, q in zip(*np.nonzero(reach > 1e-6))}
+    r = k // 2
+    mask_a = {(i, j) for i in range(-r, r + 1) for j in range(-r, r + 1) if (i, j) <= (0, 0)}
+    expected = {(a[0] - b[0], a[1] - b[1]) for a in mask_a for b in mask_a}
+    assert got == expected, sorted(got ^ expected)
+    assert len(expected) == 13  # k = 3: rows -1..1, the centre row 5 wide, the others 4

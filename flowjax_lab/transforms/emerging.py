@@ -10,8 +10,9 @@ back) with a unit diagonal, so its Jacobian is upper triangular with ones on the
 
     f(x) = B(A(x)),    log|det J_f| = H W sum(log_diag)   (B contributes 0).
 
-The product of a lower and an upper triangular operator is a general k x k convolution of
-"emerging" receptive field 2k - 1. g = A^-1 B^-1, each solved by sequential substitution: pixel
+The product of a lower and an upper triangular operator is a convolution whose "emerging"
+receptive field is the sum of the two masks' offsets: k rows, up to 2k - 1 columns (13 pixels
+for k = 3, tested). g = A^-1 B^-1, each solved by sequential substitution: pixel
 by pixel in the mask's order (a ``lax.fori_loop``, traced once, no Python loop over pixels),
 subtracting the already-solved neighbours and solving the C x C triangular centre.
 
