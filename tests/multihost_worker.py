@@ -1,4 +1,5 @@
-"""One process of the two-process test (see test_sharding.py): a sharded fit on localhost.
+"""One process of the two-process test (see test_sharding.py): a sharded fit on localhost,
+then a resumed one from the checkpoints process 0 wrote.
 
 Usage: python multihost_worker.py COORDINATOR_PORT PROCESS_ID OUT_DIR
 Each process has 2 CPU devices (XLA_FLAGS set by the caller); the mesh spans all 4.
@@ -25,4 +26,11 @@ leaves = [np.asarray(x) for x in jax.tree.leaves(result.params)]
 np.savez(f"{out}/params{pid}.npz", *leaves, loss=result.history["loss"])
 lp = fl.sharding.sharded_log_prob(flow, result.params, data[:101], mesh)
 np.save(f"{out}/log_prob{pid}.npy", lp)
+# resume: both processes read process 0's step-40 checkpoint and go on to step 60
+kw = {**fit_kwargs(data), "steps": 60}
+resumed = fl.fit(
+    jax.random.key(2), flow, params, mesh=mesh, checkpoint_dir=f"{out}/ckpt", resume=True, **kw
+)
+leaves = [np.asarray(x) for x in jax.tree.leaves(resumed.last_params)]
+np.savez(f"{out}/resumed{pid}.npz", *leaves, loss=resumed.history["loss"])
 print(f"process {pid} done")

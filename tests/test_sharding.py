@@ -66,7 +66,14 @@ def test_two_processes_on_localhost_match_one_process(tmp_path):
     lp = np.load(tmp_path / "log_prob0.npy")
     np.testing.assert_array_equal(lp, np.load(tmp_path / "log_prob1.npy"))
     np.testing.assert_allclose(lp, jax.jit(flow.log_prob)(one.params, data[:101]), rtol=1e-4)
-    assert fl.Checkpointer(tmp_path / "ckpt").all_steps() == [20, 40]  # written by process 0
+    # resumed from step 40 to 60 on both processes == one uninterrupted 60-step run
+    longer = fl.fit(jax.random.key(2), flow, params, **{**fit_kwargs(data), "steps": 60})
+    resumed = [np.load(tmp_path / f"resumed{pid}.npz") for pid in (0, 1)]
+    for i, w in enumerate(jax.tree.leaves(longer.last_params)):
+        np.testing.assert_array_equal(resumed[0][f"arr_{i}"], resumed[1][f"arr_{i}"])
+        np.testing.assert_allclose(resumed[0][f"arr_{i}"], np.asarray(w), rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(resumed[0]["loss"], longer.history["loss"], rtol=1e-5, atol=1e-5)
+    assert fl.Checkpointer(tmp_path / "ckpt").all_steps() == [20, 40, 60]  # by process 0
 
 
 def test_distributed_settings_from_arguments_and_environment(monkeypatch):
