@@ -13,7 +13,7 @@ Training runs in rounds of ``--round-steps`` (each a resumed ``fl.fit`` on one c
 folder, so the schedule is that of ``--steps``), until ``--steps``, early stopping or
 ``--minutes``. Runs unchanged on CPU, GPU or TPU (the device is printed).
 
-Run: python benchmarks/maf_mnist.py [--steps 40000] [--minutes 60] [--batch 128] [--lr 5e-4]
+Run: python benchmarks/maf_mnist.py [--steps 30000] [--minutes 60] [--batch 128] [--lr 1e-4]
      python benchmarks/maf_mnist.py --minutes 2      # smoke run
 """
 
@@ -157,14 +157,14 @@ def main(args) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40000, help="step budget (sets the schedule)")
+    parser.add_argument("--steps", type=int, default=30000, help="step budget (sets the schedule)")
     parser.add_argument("--minutes", type=float, default=None, help="stop after a round past this")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--hidden", type=int, default=1024, help="units of each MADE's one layer")
     parser.add_argument("--val-every", type=int, default=500)
     parser.add_argument("--val-rows", type=int, default=None, help="validation rows (all: 10000)")
-    parser.add_argument("--patience", type=int, default=10, help="validations without progress")
+    parser.add_argument("--patience", type=int, default=20, help="validations without progress")
     parser.add_argument("--round-steps", type=int, default=2000, help="steps per fit round")
     main(parser.parse_args())
