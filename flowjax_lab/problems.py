@@ -161,7 +161,8 @@ class Problem(NamedTuple):
 
 
 def _load_data(dc: cfg.DataConfig, key: jax.Array):
-    """(train, val, test) in data units, the exact log-density if known, the digits alpha."""
+    """(train, val, test) in data units, the exact log-density if known, the digits alpha, and
+    the training pixels when training dequantises every step (else None)."""
     extra = [k for k in dc.params if k not in _DATA_PARAMS.get(dc.name, ())]
     if dc.name not in DATASETS:
         raise ValueError(
@@ -210,8 +211,8 @@ def _load_pixel_data(dc: cfg.DataConfig, key: jax.Array):
 
     Every split is dequantised once, x = (p + u) / L with u from ``key``, and with
     ``data.params.noise: per_step`` (the default for images) the training split's integer
-    pixels come back too (4th item), for ``fit(dequantize=L)`` to draw fresh noise every step; MNIST keeps its classic
-    50k / 10k / 10k split (``fractions`` is not used), and the MAF preprocessing its own
+    pixels come back too (4th item), for ``fit(dequantize=L)`` to draw fresh noise every step;
+    MNIST keeps its classic 50k / 10k / 10k split (``fractions`` is not used), and the MAF preprocessing its own
     RandomState(42) noise, so it does not depend on the seed.
     """
     k_split, k_noise = jax.random.split(key)
