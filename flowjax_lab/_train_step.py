@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from flowjax_lab.core import Flow, combine
-from flowjax_lab.objectives import forward_kl, reverse_kl
+from flowjax_lab.objectives import forward_kl, reverse_kl, uniform_dequantize_pixels
 
 VAE_TERMS = ("elbo", "iwae", "iwae_dreg")
 """Latent-variable terms (a ``fl.vae.VAE`` on data): negative ELBO, negative IWAE-k (plain or
@@ -185,11 +185,6 @@ class EpochShuffler:
 DEQUANTIZE_KEY = 0xDE0  # fold_in(step key, DEQUANTIZE_KEY): the step's dequantisation noise
 
 
-def dequantize_rows(key, pixels: jax.Array, num_levels: int) -> jax.Array:
-    """x = (p + u) / L, u ~ U[0, 1) elementwise: uniform dequantisation of integer pixels p."""
-    return (pixels + jax.random.uniform(key, pixels.shape, pixels.dtype)) / num_levels
-
-
 def term_losses(
     flow: Flow, target_log_prob: Callable | None, batch: int, context=None, dequantize=None
 ) -> dict:
@@ -198,12 +193,13 @@ def term_losses(
     ``x``/``ctx`` are the step's data rows (None without data); ``key`` is the step's key for
     base samples; ``batch`` base samples per step and ``context`` (one vector) for reverse KL.
     ``dequantize``: None, or the pixel levels L of integer-pixel rows, dequantised afresh at
-    each step from fold_in(key, DEQUANTIZE_KEY) (`dequantize_rows`) before the MLE term.
+    each step from fold_in(key, DEQUANTIZE_KEY) (`uniform_dequantize_pixels`) before the
+    MLE term.
     """
 
     def mle(p, x, c, k):
         if dequantize is not None:
-            x = dequantize_rows(jax.random.fold_in(k, DEQUANTIZE_KEY), x, dequantize)
+            x = uniform_dequantize_pixels(jax.random.fold_in(k, DEQUANTIZE_KEY), x, dequantize)
         return forward_kl(flow)(p, x, c)
 
     return {

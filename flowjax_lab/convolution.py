@@ -65,10 +65,10 @@ def _conv_nhwc_jvp(padding, precision, primals, tangents):
     x, kernel = primals
     dx, dkernel = tangents
     y = _conv_nhwc(x, kernel, padding, precision)
-    dy = jnp.zeros_like(y)
+    terms = []  # a symbolic-zero tangent adds no convolution
     if not isinstance(dx, SymbolicZero):
         # conv(dx, W) with W given as HWOI: its transpose (the input gradient) reads W as HWIO.
-        dy = dy + _conv(dx, kernel.swapaxes(2, 3), padding, precision, ("NHWC", "HWOI", "NHWC"))
+        terms.append(_conv(dx, kernel.swapaxes(2, 3), padding, precision, ("NHWC", "HWOI", "NHWC")))
     if not isinstance(dkernel, SymbolicZero):
         # conv(x, dW) with x given as CHWN, dW as IHWO and the result as HWNC: its transpose in
         # dW (the kernel gradient) reads x^T as NHWC, dy^T as HWIO and writes dW^T as NHWC.
@@ -79,8 +79,8 @@ def _conv_nhwc_jvp(padding, precision, primals, tangents):
             precision,
             ("CHWN", "IHWO", "HWNC"),
         )
-        dy = dy + y_hwnc.transpose(2, 0, 1, 3)
-    return y, dy
+        terms.append(y_hwnc.transpose(2, 0, 1, 3))
+    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
 
 
 _conv_nhwc.defjvp(_conv_nhwc_jvp, symbolic_zeros=True)

@@ -278,6 +278,14 @@ def ess(log_w: jax.Array) -> jax.Array:
     return jnp.exp(2.0 * logsumexp(log_w) - logsumexp(2.0 * log_w) - math.log(n))
 
 
+def uniform_dequantize_pixels(key, pixels: jax.Array, num_levels: int) -> jax.Array:
+    """x = (p + u) / L with u ~ U[0, 1), in the float dtype of ``pixels``: integer pixels
+    {0..L-1} to [0, 1). No checks, so it runs under jit (``fit(dequantize=L)`` draws it every
+    step; ``data.dequantize`` casts to float32 first). Cost O(size)."""
+    u = jax.random.uniform(as_key(key), jnp.shape(pixels), pixels.dtype)
+    return (pixels + u) / num_levels
+
+
 def bits_per_dim(
     nll: jax.Array,
     dim: int,

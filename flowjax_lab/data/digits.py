@@ -26,6 +26,7 @@ import sklearn.datasets
 
 from flowjax_lab.core import as_key
 from flowjax_lab.data.splits import train_val_test_split
+from flowjax_lab.objectives import uniform_dequantize_pixels
 
 DIGITS_DIM = 64
 DIGITS_NUM_LEVELS = 17
@@ -49,9 +50,7 @@ class DigitsData(NamedTuple):
 
 def dequantize(key: jax.Array, pixels: jax.Array, num_levels: int) -> jax.Array:
     """x = (p + u) / num_levels with u ~ U[0, 1), mapping {0..L-1} to [0, 1); float32."""
-    pixels = jnp.asarray(pixels, jnp.float32)
-    u = jax.random.uniform(as_key(key), pixels.shape, jnp.float32)
-    return (pixels + u) / num_levels
+    return uniform_dequantize_pixels(key, jnp.asarray(pixels, jnp.float32), num_levels)
 
 
 def logit_transform(x: jax.Array, alpha: float) -> jax.Array:
