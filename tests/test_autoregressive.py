@@ -12,7 +12,6 @@ import optax
 import pytest
 
 import flowjax_lab as fl
-from flowjax_lab.transforms.autoregressive import MAX_RANK_GROUPS
 
 T = fl.transforms
 # Tests compile many tiny programs: skip LLVM's expensive passes (halves compile time).
@@ -92,7 +91,7 @@ def test_iaf_is_maf_with_directions_swapped():
 
 
 def test_sequential_direction_has_bounded_size_and_fast_direction_no_loop():
-    """g of MAF (f of IAF) is at most 8 blocks of lax loops: its jaxpr does not grow with d."""
+    """g of MAF (f of IAF) is one lax loop: its jaxpr does not grow with d."""
 
     def sizes(d):
         m, i = T.maf((8,)), T.iaf((8,))
@@ -105,7 +104,7 @@ def test_sequential_direction_has_bounded_size_and_fast_direction_no_loop():
     (slow64, fast64), (slow256, _) = sizes(64), sizes(256)
     assert len(slow64.eqns) == len(slow256.eqns)
     loops = {"while", "scan"}
-    assert sum(e.primitive.name in loops for e in slow64.eqns) == MAX_RANK_GROUPS
+    assert sum(e.primitive.name in loops for e in slow64.eqns) == 1
     assert not loops & {e.primitive.name for e in fast64.eqns}
 
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax_lab.nets import MADE, MLP, made_degrees, made_masks, made_rank_block, rank_groups
+from flowjax_lab.nets import MADE, MLP, made_degrees, made_masks, made_sequential_solve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KEY = jax.random.key(0)
@@ -135,42 +135,30 @@ def test_made_context_reaches_every_output(d):
 
 @pytest.mark.parametrize(
     "d,hidden,context_dim",
-    [(1, (4,), 2), (2, (), 0), (5, (7, 9), 0), (7, (16, 16), 3)],
-    ids=["d1-context", "d2-no-hidden", "d5", "d7-context"],
+    [(1, (4,), 2), (2, (), 0), (5, (7, 9), 0), (7, (16, 16), 3), (9, (3, 5), 0), (6, (5,), 1)],
+    ids=["d1-context", "d2-no-hidden", "d5", "d7-context", "d9-narrow", "d6-one-per-degree"],
 )
-def test_made_rank_block_equals_full_made(d, hidden, context_dim):
-    """For every block of ranks, the sub-network gives exactly the full MADE's outputs."""
-    num_params = 3
-    order, degrees = make_order("random", d)
-    made = MADE(hidden=hidden, num_params=num_params, order=order, context_dim=context_dim)
-    x = normal(d, (d,))
+def test_made_sequential_solve_inverts_the_full_made(d, hidden, context_dim):
+    """x from the step-by-step solve reproduces z through the full MADE: z_i = (x_i - mu_i(x))
+    exp(-s_i(x)), random order, also when layers are narrower than d - 1 (degrees with no unit).
+    The summed log-det is -sum s_i at that x."""
+    order, _ = make_order("random", d)
+    made = MADE(hidden=hidden, num_params=2, order=order, context_dim=context_dim)
+    z = normal(d, (d,))
     c = normal(50 + d, (context_dim,)) if context_dim else None
-    params = random_params(made, x, c, seed=d)
-    by_rank = np.argsort(degrees)
-    blocks = sorted(
-        {(lo, hi) for lo in range(d) for hi in range(lo + 1, d + 1)} | set(rank_groups(d, 3))
-    )
+    params = random_params(made, z, c, seed=d)
 
-    def outputs(p):
-        full = made.apply(p, x, c)[by_rank]  # rows in rank order
-        parts = [
-            made_rank_block(made, p["params"], d, lo, hi)(x[by_rank][:hi], c) for lo, hi in blocks
-        ]
-        return full, parts
+    def solve_one(z_i, theta_i):
+        return z_i * jnp.exp(theta_i[:, 1]) + theta_i[:, 0], theta_i[:, 1]
 
-    full, parts = jit(outputs)(params)
-    for (lo, hi), part in zip(blocks, parts, strict=True):
-        chex.assert_trees_all_close(part, full[lo:hi], rtol=1e-5, atol=1e-6)
+    def check(p):
+        x, log_det = made_sequential_solve(made, p["params"], z, c, solve_one)
+        theta = made.apply(p, x, c)
+        return (x - theta[:, 0]) * jnp.exp(-theta[:, 1]), log_det, jnp.sum(theta[:, 1])
 
-
-def test_rank_groups_cover_ranks_in_order():
-    for d, g in [(1, 8), (8, 8), (9, 8), (100, 8), (5, 2)]:
-        blocks = rank_groups(d, g)
-        assert len(blocks) == min(d, g)
-        assert blocks[0][0] == 0 and blocks[-1][1] == d
-        assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(blocks, blocks[1:]))
-    with pytest.raises(ValueError, match="lo=2, hi=2"):
-        made_rank_block(MADE(hidden=(4,), num_params=2), {}, 3, 2, 2)
+    z_back, log_det, want = jit(check)(params)
+    chex.assert_trees_all_close(z_back, z, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(log_det, want, rtol=1e-5, atol=1e-5)
 
 
 def test_made_argument_errors():

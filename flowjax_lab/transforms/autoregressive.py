@@ -15,10 +15,9 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from flowjax_lab.core import Transform, as_key, check_vector_event, invert
-from flowjax_lab.nets import MADE, made_rank_block, rank_groups
+from flowjax_lab.nets import MADE, made_sequential_solve
 from flowjax_lab.transforms.spline import make_transformer
 
 Array = jax.Array
@@ -71,28 +70,6 @@ def check_params(params, expected, where: str) -> None:
 
 # --------------------------------------------------------------------------- MAF / IAF
 
-# Sequential passes: the ranks are split into at most this many blocks, unrolled. At d = 8,
-# 5 layers, 2 x 128: 4 blocks sample 1.7x faster than one block (d full passes), 8 blocks
-# 1.8x, but compile takes 2x and 3x as long (2-core CPU).
-MAX_RANK_GROUPS = 4
-
-
-def _solve_block(tr, theta, x_before: Array, z_block: Array, ctx) -> tuple[Array, Array]:
-    """Invert the ranks of one block, the ranks before it (``x_before``) already exact.
-
-    Fixed-point passes ``x_block <- g(z_block; theta([x_before, x_block]))``: after pass k the
-    first k ranks of the block are exact (each one's params depend only on ranks before it),
-    so m = len(z_block) passes make all m exact, and the last pass's log-det is the exact one.
-    """
-
-    def solve(x_block):
-        return tr.inverse(z_block, theta(jnp.concatenate([x_before, x_block]), ctx))
-
-    start = jnp.zeros_like(z_block)
-    if z_block.shape[0] == 1:
-        return solve(start)
-    return jax.lax.fori_loop(0, z_block.shape[0], lambda _, c: solve(c[0]), (start, start))
-
 
 def maf(
     hidden: Sequence[int] = (64, 64),
@@ -114,11 +91,10 @@ def maf(
       log|det J_f| = sum_i log RQS'(x_i; theta_i).
 
     Cost: ``apply`` (f, density) is ONE MADE pass; ``inverse`` (g, sampling) is d sequential
-    passes, pass k fixing the dimension of rank k. The ranks are split into at most 4 blocks
-    (unrolled; a ``lax.fori_loop`` inside a block, so compile size does not grow with d), and a
-    block's passes run only the part of the MADE its ranks depend on (hidden units of degree
-    below the block's top rank, `nets.made_rank_block`): about 0.47 of the hidden-layer FLOPs
-    of d full passes. Params: ``{"made": <flax params of nets.MADE>}`` (``hidden_l``/
+    steps, step r fixing the dimension of rank r (`nets.made_sequential_solve`: one
+    ``lax.fori_loop``, so compile size does not grow with d). Each step computes only the hidden
+    units of degree r, the others being kept from earlier steps, so the d steps together cost
+    about the FLOPs of ONE MADE pass, not d passes. Params: ``{"made": <flax params of nets.MADE>}`` (``hidden_l``/
     ``context_l``/``output``/``context_output``), the output kernels at 1e-3 x LeCun scale
     (near identity).
 
@@ -175,16 +151,7 @@ def maf(
 
     def inverse(params, z, *, context=None):
         d, ctx = checked(params, z, context, "maf.inverse")
-        by_rank = np.argsort(np.arange(d) if order is None else np.asarray(order))
-        in_order = bool(np.array_equal(by_rank, np.arange(d)))
-        z_ranked = z if in_order else z[by_rank]
-        x_ranked, log_det = z_ranked[:0], jnp.zeros((), z.dtype)
-        for lo, hi in rank_groups(d, MAX_RANK_GROUPS):
-            theta = made_rank_block(made(d), params["made"], d, lo, hi)
-            x_block, ld = _solve_block(tr, theta, x_ranked, z_ranked[lo:hi], ctx)
-            x_ranked = jnp.concatenate([x_ranked, x_block])
-            log_det = log_det + jnp.sum(ld)
-        return (x_ranked if in_order else x_ranked[np.argsort(by_rank)]), log_det
+        return made_sequential_solve(made(d), params["made"], z, ctx, tr.inverse)
 
     return Transform(init, apply, inverse)
 
