@@ -39,12 +39,19 @@ def flow_of_steps(
     permutation: str | None = "reverse",
     mixing: str | None = None,
     elementwise_affine: bool = False,
+    actnorm: bool = False,
 ) -> Flow:
-    """``num_layers`` scanned copies of ``layer -> [affine] -> [lu_linear] -> permutation``."""
+    """``num_layers`` scanned copies of ``layer -> [affine] -> [actnorm] -> [lu_linear] ->
+    permutation``. ``actnorm`` stands in for the batch norm that the MAF and RealNVP papers put
+    between layers: a per-dimension scale and shift set by ``fl.data_init`` so that each layer's
+    output starts standardised on the first batch (the CLI always initialises that way), then
+    trained as ordinary params (no batch statistics; one event at a time, as every transform)."""
     _check_common(dim, num_layers, permutation, mixing)
     parts = [layer]
     if elementwise_affine:
         parts.append(T.affine())
+    if actnorm:
+        parts.append(T.actnorm())
     if mixing == "lu":
         parts.append(T.lu_linear())
     if permutation is not None and dim > 1:
@@ -65,6 +72,7 @@ def _autoregressive(
     permutation,
     mixing,
     elementwise_affine,
+    actnorm=False,
 ) -> Flow:
     """The flow of steps shared by `maf`, `iaf` and autoregressive `nsf` (``layer_factory`` is
     T.maf or T.iaf)."""
@@ -82,6 +90,7 @@ def _autoregressive(
         permutation=permutation,
         mixing=mixing,
         elementwise_affine=elementwise_affine,
+        actnorm=actnorm,
     )
 
 
@@ -97,6 +106,7 @@ def maf(
     permutation: str | None = "reverse",
     mixing: str | None = None,
     elementwise_affine: bool = False,
+    actnorm: bool = False,
 ) -> Flow:
     """Masked autoregressive flow (Papamakarios et al. 2017): one-pass density, d-pass sampling.
 
@@ -106,7 +116,7 @@ def maf(
     """
     return _autoregressive(
         T.maf, dim, num_layers, hidden, transformer, bins, bound, context_dim, permutation,
-        mixing, elementwise_affine,
+        mixing, elementwise_affine, actnorm,
     )  # fmt: skip
 
 
@@ -122,6 +132,7 @@ def iaf(
     permutation: str | None = "reverse",
     mixing: str | None = None,
     elementwise_affine: bool = False,
+    actnorm: bool = False,
 ) -> Flow:
     """Inverse autoregressive flow (Kingma et al. 2016): one-pass sampling and sample log-prob,
     d-pass density of given data. The model to pick for reverse KL: ``transformer="spline"``
@@ -130,7 +141,7 @@ def iaf(
     ``benchmarks/fit_quality.py`` (3 seeds)."""
     return _autoregressive(
         T.iaf, dim, num_layers, hidden, transformer, bins, bound, context_dim, permutation,
-        mixing, elementwise_affine,
+        mixing, elementwise_affine, actnorm,
     )  # fmt: skip
 
 
@@ -142,10 +153,13 @@ def realnvp(
     context_dim: int = 0,
     permutation: str | None = "reverse",
     mixing: str | None = None,
+    actnorm: bool = False,
 ) -> Flow:
     """RealNVP (Dinh et al. 2017): affine coupling layers, one pass both ways."""
     layer = T.affine_coupling(hidden=tuple(hidden), context_dim=context_dim)
-    return flow_of_steps(layer, dim, num_layers, permutation=permutation, mixing=mixing)
+    return flow_of_steps(
+        layer, dim, num_layers, permutation=permutation, mixing=mixing, actnorm=actnorm
+    )
 
 
 def nsf(
@@ -160,6 +174,7 @@ def nsf(
     permutation: str | None = "reverse",
     mixing: str | None = None,
     elementwise_affine: bool = True,
+    actnorm: bool = False,
 ) -> Flow:
     """Neural spline flow (Durkan et al. 2019): rational-quadratic splines on [-bound, bound].
 
@@ -171,7 +186,7 @@ def nsf(
     if autoregressive:
         return _autoregressive(
             T.maf, dim, num_layers, hidden, "spline", bins, bound, context_dim, permutation,
-            mixing, elementwise_affine,
+            mixing, elementwise_affine, actnorm,
         )  # fmt: skip
     layer = T.spline_coupling(hidden=tuple(hidden), bins=bins, bound=bound, context_dim=context_dim)
     return flow_of_steps(
@@ -181,6 +196,7 @@ def nsf(
         permutation=permutation,
         mixing=mixing,
         elementwise_affine=elementwise_affine,
+        actnorm=actnorm,
     )
 
 

@@ -136,6 +136,42 @@ def test_fit_iwae_dreg_improves_the_validation_bound_and_resumes_exactly(tmp_pat
     np.testing.assert_allclose(resumed.history["val_loss"], full.history["val_loss"], rtol=1e-5)
 
 
+def test_vae_early_stopping_returns_the_best_validation_params():
+    """A VAE fit on 40 images overfits; validation (minus the ELBO on 297 held-out images, at a
+    fixed key) turns up, ``patience`` stops the fit, and the returned params are the best ones:
+    their validation bound, recomputed, is the best recorded value."""
+    train, val = _digits()
+    model = fl.vae.vae((64,), latent_dim=8, hidden=(128,))
+    params = _init(model)
+    key = jax.random.key(21)
+    result = fl.fit(
+        key,
+        model,
+        params,
+        objective="elbo",
+        data=(train[:40] > 0.5).astype(np.float32),
+        val_data=val[:297],
+        steps=3000,
+        batch_size=40,
+        val_every=25,
+        patience=3,
+        optimizer=optax.adam(1e-2),
+        progress=False,
+    )
+    h = result.history
+    assert result.stopped_early and result.step < 3000, result.step
+    assert result.step == result.best_step + 3 * 25
+    assert result.best_val_loss == h["val_loss"].min() < h["val_loss"][-1] - 1.0, h["val_loss"]
+    loss = jax.jit(fl.vae.training.validation_bound(model, {}, jax.random.fold_in(key, 0x5A11D)))
+    start = float(loss(params, jnp.asarray(val[:297]), None))
+    assert result.best_val_loss < start - 10.0, (start, h["val_loss"])  # ~44 nats at init
+    again = float(loss(result.params, jnp.asarray(val[:297]), None))
+    np.testing.assert_allclose(again, result.best_val_loss, rtol=1e-5)
+    assert not np.allclose(
+        jax.tree.leaves(result.last_params)[0], jax.tree.leaves(result.params)[0]
+    )
+
+
 def test_bad_input_is_named():
     model = fl.vae.vae((16,), latent_dim=4, hidden=(8,))
     p, x = _init(model), _binary(jax.random.key(1), 2)
