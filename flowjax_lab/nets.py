@@ -357,9 +357,9 @@ def made_sequential_solve(
     covering units of other degrees is harmless (lower ones are recomputed from exact inputs,
     higher ones are rewritten at their own step).
 
-    Cost: d sequential steps (one compiled loop; program size does not grow with d) whose FLOPs
-    add up to about ONE MADE pass, O(d h_1 u_1 + sum_l h_l u_{l+1} d + h_L d P) with
-    u_l = ceil(h_l / (d - 1)), against d full passes for the plain fixed-point solve.
+    Cost: d sequential steps (one compiled loop; program size does not grow with d) of
+    O(d u_1 + sum_l h_l u_{l+1} + h_L P) each, u_l ~ h_l / (d - 1) the most units of one degree:
+    together about ONE MADE pass of FLOPs, against d full passes for a plain fixed-point solve.
 
     Args:
         made: the module whose flax ``params`` (the ``"params"`` collection) are given.
@@ -408,7 +408,8 @@ def made_sequential_solve(
         x = jax.lax.dynamic_update_slice_in_dim(x, x_i.astype(x.dtype), i, axis=0)
         return x, tuple(new_hidden), log_det + jnp.sum(ld)
 
-    hidden = tuple(jnp.zeros(len(deg), z.dtype) for deg in degrees[1:])
-    start = (jnp.zeros_like(z), hidden, jnp.zeros((), z.dtype))
+    dtype = jnp.result_type(z, *kernels)  # of the hidden units and log-dets
+    hidden = tuple(jnp.zeros(len(deg), dtype) for deg in degrees[1:])
+    start = (jnp.zeros_like(z), hidden, jnp.zeros((), dtype))
     x, _, log_det = jax.lax.fori_loop(0, d, step, start)
     return x, log_det
