@@ -108,6 +108,22 @@ def test_sequential_direction_has_bounded_size_and_fast_direction_no_loop():
     assert not loops & {e.primitive.name for e in fast64.eqns}
 
 
+def test_sequential_steps_touch_only_one_degree_of_hidden_units():
+    """Each step of MAF sampling multiplies by a window of the few units of one degree, not the
+    whole layer: at d = 33 with 2 x 128 hidden (4 units per degree, 2 outputs per dimension)
+    every matmul in the loop body has at most 4 output columns, so the d steps together cost
+    about one MADE pass of FLOPs, not d."""
+    t = T.maf((128, 128))
+    z = jnp.zeros(33)
+    p = t.init(jax.random.key(0), z)
+    jaxpr = jax.make_jaxpr(lambda p, z: t.inverse(p, z))(p, z).jaxpr
+    (loop,) = [e for e in jaxpr.eqns if e.primitive.name in ("while", "scan")]
+    body = loop.params.get("body_jaxpr", loop.params.get("jaxpr")).jaxpr
+    dots = [e for e in body.eqns if e.primitive.name == "dot_general"]
+    assert len(dots) == 3  # two hidden windows and the outputs of one dimension
+    assert max(e.outvars[0].aval.shape[-1] for e in dots) == 4, [e.outvars for e in dots]
+
+
 CONDITIONAL = {
     "maf": lambda c: T.maf((16,), context_dim=c),
     "maf_spline": lambda c: T.maf((16,), "spline", bins=4, context_dim=c),
