@@ -51,28 +51,6 @@ def _row(name, mean, two_se, bits, **extra):
     }
 
 
-def squeezed_logit(alpha: float) -> fl.Transform:
-    """The paper's fixed preprocessing as a layer without params, for training on pixels
-    x = (p + u) / 256 with fresh u each step: y = logit(s), s = alpha + (1 - 2 alpha) x;
-    log|det dy/dx| = sum(log(1 - 2 alpha) - log s - log(1 - s)). O(d)."""
-
-    def init(key, x_example, *, data=None):
-        del key, x_example, data
-        return {}
-
-    def apply(params, x, *, context=None):
-        del params, context
-        s = alpha + (1 - 2 * alpha) * x
-        y = jnp.log(s) - jnp.log1p(-s)
-        return y, jnp.sum(math.log(1 - 2 * alpha) - jnp.log(s) - jnp.log1p(-s))
-
-    def inverse(params, y, *, context=None):
-        x = (jax.nn.sigmoid(y) - alpha) / (1 - 2 * alpha)
-        return x, -apply(params, x, context=context)[1]
-
-    return fl.Transform(init, apply, inverse)
-
-
 def main(args) -> None:
     info = device_info()
     print(f"device: {info['platform']} {info['device']} x{info['num_devices']}, jax {info['jax']}")
@@ -120,7 +98,7 @@ def main(args) -> None:
         std_layer = fl.transforms.affine()
         std_params = {"shift": s.mean, "log_scale": jnp.log(s.std)}
         fit_flow = fl.make_flow(
-            fl.chain(squeezed_logit(m.alpha), std_layer, flow.transform), event_shape=(d,)
+            fl.chain(fl.transforms.logit(m.alpha), std_layer, flow.transform), event_shape=(d,)
         )
         fit_params = ({}, std_params, params)
         fit_data = px.train.astype(np.float32)  # integer pixel values

@@ -163,6 +163,7 @@ CASES: dict[str, Case] = {
     "radial_d5_wide": Case("radial", T.radial, (5,), 0, _wide(3.0), _wide(3.0)),
     "sigmoid": Case("sigmoid", T.sigmoid, (4,), 0, _wide(3.0), _unit_interval),
     "logit": Case("logit", T.logit, (2, 3), 0, _unit_interval, None),
+    "logit_squeezed": Case("logit", lambda: T.logit(0.05), (4,), 0, _unit_interval, None),
     # the VAE posterior (fl.vae): diagonal Gaussian then IAF steps; context [mu, log_sigma, h]
     "vae_iaf_posterior": Case(
         "vae.iaf_posterior",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -128,12 +130,30 @@ def sigmoid() -> Transform:
     return Transform(init, apply, inverse)
 
 
-def logit() -> Transform:
-    """Elementwise logit from the domain (0, 1) to the real line: ``invert(sigmoid())``.
+def logit(alpha: float = 0.0) -> Transform:
+    """Elementwise logit from the domain (0, 1) to the real line, after an optional squeeze.
 
-    f(x) = log x - log(1 - x) for x in (0, 1); g(z) = 1 / (1 + exp(-z));
-    log|det J_f| = -sum(log x + log(1 - x)); log|det J_g| = -sum(softplus(-z) + softplus(z)).
-    Inputs outside (0, 1) give NaN or inf. No params; O(d) both ways. Use it first in a flow
-    for data bounded in (0, 1) (e.g. dequantised pixels rescaled away from 0 and 1).
+    f(x) = logit(s) = log s - log(1 - s), s = alpha + (1 - 2 alpha) x;
+    g(y) = (sigmoid(y) - alpha) / (1 - 2 alpha);
+    log|det J_f| = sum(log(1 - 2 alpha) - log s - log(1 - s)).
+    alpha = 0 is ``invert(sigmoid())``; alpha in (0, 0.5) is RealNVP's and the MAF paper's
+    pixel preprocessing (MAF: 1e-6), which keeps dequantised pixels x in [0, 1) off the logit's
+    poles. Inputs with s outside (0, 1) give NaN or inf. No params; O(d) both ways. Use it first
+    in a flow for data bounded in [0, 1).
     """
-    return invert(sigmoid())
+    if not 0.0 <= alpha < 0.5:
+        raise ValueError(f"logit: alpha must be in [0, 0.5), got {alpha}")
+    plain = invert(sigmoid())
+    if alpha == 0.0:
+        return plain
+    scale = 1.0 - 2.0 * alpha
+
+    def apply(params, x, *, context=None):
+        y, log_det = plain.apply(params, alpha + scale * x, context=context)
+        return y, log_det + x.size * math.log(scale)
+
+    def inverse(params, y, *, context=None):
+        s, log_det = plain.inverse(params, y, context=context)
+        return (s - alpha) / scale, log_det - y.size * math.log(scale)
+
+    return Transform(plain.init, apply, inverse)
