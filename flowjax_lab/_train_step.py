@@ -186,7 +186,12 @@ DEQUANTIZE_KEY = 0xDE0  # fold_in(step key, DEQUANTIZE_KEY): the step's dequanti
 
 
 def term_losses(
-    flow: Flow, target_log_prob: Callable | None, batch: int, context=None, dequantize=None
+    flow: Flow,
+    target_log_prob: Callable | None,
+    batch: int,
+    context=None,
+    dequantize=None,
+    preprocess: Callable | None = None,
 ) -> dict:
     """The objective terms as ``{term: loss(params, x, ctx, key) -> scalar}``, one per TERMS.
 
@@ -194,12 +199,14 @@ def term_losses(
     base samples; ``batch`` base samples per step and ``context`` (one vector) for reverse KL.
     ``dequantize``: None, or the pixel levels L of integer-pixel rows, dequantised afresh at
     each step from fold_in(key, DEQUANTIZE_KEY) (`uniform_dequantize_pixels`) before the
-    MLE term.
+    MLE term, then mapped by ``preprocess`` (a fixed function of the batch, or None).
     """
 
     def mle(p, x, c, k):
         if dequantize is not None:
             x = uniform_dequantize_pixels(jax.random.fold_in(k, DEQUANTIZE_KEY), x, dequantize)
+        if preprocess is not None:
+            x = preprocess(x)
         return forward_kl(flow)(p, x, c)
 
     return {

@@ -41,6 +41,7 @@ from flowjax_lab.problems import (
     fit_objective,
     in_data_units,
     mean_se,
+    pixels_to_model_units,
     true_log_z,
 )
 from flowjax_lab.sharding import make_mesh, sharded_log_prob
@@ -139,6 +140,7 @@ def run(config: cfg.Config, *, progress: bool | None = None) -> RunResult:
         objective=fit_objective(config.objective),
         data=problem.train if problem.train_pixels is None else problem.train_pixels,
         dequantize=None if problem.train_pixels is None else problem.num_levels,
+        preprocess=pixels_to_model_units(problem),
         target_log_prob=problem.target_log_prob,
         steps=tc.steps,
         batch_size=tc.batch_size,

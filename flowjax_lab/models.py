@@ -72,7 +72,7 @@ def _autoregressive(
     permutation,
     mixing,
     elementwise_affine,
-    actnorm=False,
+    actnorm,
 ) -> Flow:
     """The flow of steps shared by `maf`, `iaf` and autoregressive `nsf` (``layer_factory`` is
     T.maf or T.iaf)."""

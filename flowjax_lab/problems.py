@@ -142,8 +142,10 @@ class Problem(NamedTuple):
     alpha of digits and MAF-preprocessed MNIST (None otherwise). event_shape: (H, W, C) for
     images, None for vectors. num_levels: pixel levels L of pixel data (None otherwise).
     train_pixels: the training split's integer pixels when training draws fresh dequantisation
-    noise every step (``data.params.noise: per_step``, images' default; ``train`` is then one
-    fixed draw, for data init and plots), else None.
+    noise every step (``data.params.noise: per_step``, images' default, optional for
+    MAF-preprocessed MNIST; ``train`` is then one fixed draw, for data init and plots), else
+    None. For MAF-preprocessed MNIST, `pixels_to_model_units` maps each step's dequantised
+    batch to the model's units.
     """
 
     dim: int
@@ -210,10 +212,11 @@ def _load_pixel_data(dc: cfg.DataConfig, key: jax.Array):
     """MNIST (MAF-paper vectors or dequantised images) or digits as 8x8x1 dequantised images.
 
     Every split is dequantised once, x = (p + u) / L with u from ``key``, and with
-    ``data.params.noise: per_step`` (the default for images) the training split's integer
-    pixels come back too (4th item), for ``fit(dequantize=L)`` to draw fresh noise every step;
-    MNIST keeps its classic 50k / 10k / 10k split (``fractions`` is not used), and the MAF preprocessing its own
-    RandomState(42) noise, so it does not depend on the seed.
+    ``data.params.noise: per_step`` (the default for images; MAF-preprocessed MNIST defaults
+    to the paper's one fixed draw) the training split's integer pixels come back too (4th
+    item), for ``fit(dequantize=L)`` to draw fresh noise every step; MNIST keeps its classic
+    50k / 10k / 10k split (``fractions`` is not used), and the MAF preprocessing its own
+    RandomState(42) noise for all three splits, so it does not depend on the seed.
     """
     k_split, k_noise = jax.random.split(key)
     if dc.name == "digits_images":
@@ -228,31 +231,40 @@ def _load_pixel_data(dc: cfg.DataConfig, key: jax.Array):
                 f"config key 'data.params.preprocessing': expected 'maf' or 'dequantize', "
                 f"got {prep!r}"
             )
-        other = ("alpha",) if prep == "dequantize" else ("pad", "channels", "noise")
+        other = ("alpha",) if prep == "dequantize" else ("pad", "channels")
         wrong = [k for k in other if k in dc.params]
         if wrong:
             raise ValueError(
                 f"config key 'data.params.{wrong[0]}': not used by preprocessing {prep!r} "
-                "(alpha is for 'maf'; pad, channels and noise are for 'dequantize')"
+                "(alpha is for 'maf'; pad and channels are for 'dequantize')"
             )
         if rows is not None and (not isinstance(rows, int) or not 1 <= rows <= 50000):
             raise ValueError(
                 f"config key 'data.params.train_rows': expected an int in [1, 50000], got {rows!r}"
             )
         if prep == "maf":
+            per_step = _noise(dc, "fixed") == "per_step"  # the paper: one draw
             m = D.load_mnist_maf(alpha=dc.params.get("alpha", D.MAF_ALPHA))
-            return (m.train[:rows], m.val, m.test), None, m.alpha, None
+            pixels = (
+                np.asarray(D.load_mnist_pixels().train[:rows], np.float32) if per_step else None
+            )
+            return (m.train[:rows], m.val, m.test), None, m.alpha, pixels
         px = D.load_mnist_images(pad=dc.params.get("pad", 0), channels=dc.params.get("channels", 1))
         splits, alpha = [px.train[:rows], px.val, px.test], None
-    noise = dc.params.get("noise", "per_step")
-    if noise not in ("per_step", "fixed"):
-        raise ValueError(
-            f"config key 'data.params.noise': expected 'per_step' or 'fixed', got {noise!r}"
-        )
+    noise = _noise(dc, "per_step")
     levels = NUM_LEVELS[dc.name]
     keys = jax.random.split(k_noise, 3)
     fixed = tuple(D.dequantize_images(k, p, levels) for k, p in zip(keys, splits))
     return fixed, None, alpha, (np.asarray(splits[0], np.float32) if noise == "per_step" else None)
+
+
+def _noise(dc: cfg.DataConfig, default: str) -> str:
+    noise = dc.params.get("noise", default)
+    if noise not in ("per_step", "fixed"):
+        raise ValueError(
+            f"config key 'data.params.noise': expected 'per_step' or 'fixed', got {noise!r}"
+        )
+    return noise
 
 
 def _load_target(tc: cfg.TargetConfig) -> Target:
@@ -314,6 +326,21 @@ def build_problem(config: cfg.Config, standardizer: D.Standardizer | None = None
         num_levels,
         train_pixels,
     )
+
+
+def pixels_to_model_units(problem: Problem) -> Callable | None:
+    """For MAF-preprocessed MNIST trained on fresh noise: ``x -> standardize(logit(alpha + (1 -
+    2 alpha) x))``, the map from a dequantised pixel batch to the model's units (``fit``'s
+    ``preprocess``); None for every other problem (their pixels are the model's units)."""
+    if problem.train_pixels is None or problem.alpha is None:
+        return None
+    s, alpha = problem.standardizer, problem.alpha
+
+    def to_model_units(x):
+        y = D.logit_transform(x, alpha)
+        return y if s is None else D.standardize(s, y)
+
+    return to_model_units
 
 
 def true_log_z(config: cfg.Config, target: Target) -> float | None:

@@ -130,6 +130,7 @@ def fit(
     mesh=None,
     binarize: str | None = None,
     dequantize: int | None = None,
+    preprocess: Callable | None = None,
 ) -> FitResult:
     """Fit ``flow`` by forward KL (MLE on ``data``), reverse KL (to ``target_log_prob``), or a mix;
     or a ``fl.vae.VAE`` by its ELBO or IWAE-k bound on ``data``.
@@ -173,6 +174,10 @@ def fit(
         with fresh u ~ U[0, 1) drawn from fold_in(key, step) (uniform dequantisation, resumable;
         a fixed draw would let the flow fit the noise). ``val_data`` must already be
         dequantised (one fixed draw, e.g. ``fl.dequantization.uniform_dequantize``).
+      preprocess: with ``dequantize`` only: a fixed jax function taking each step's dequantised
+        batch (n, *event) to the model's units, same shape (e.g. the MAF paper's logit, then a
+        standardisation). Its Jacobian does not depend on the params and is not counted: the
+        loss is the NLL in model units, the units ``val_data`` must be given in.
 
     Raises:
       ValueError: unknown objective, missing data or target, bad data (NaN/inf rows, shape), a
@@ -204,6 +209,7 @@ def fit(
         mesh=mesh,
         binarize=binarize,
         dequantize=dequantize,
+        preprocess=preprocess,
     )
     mesh = inputs.mesh
     place = (lambda tree: tree) if mesh is None else lambda tree: replicate(tree, mesh)  # noqa: E731
@@ -213,7 +219,9 @@ def fit(
     # arrays that span other processes' devices)
     consts = fixed if mesh is None else to_host(fixed)
     optimizer = default_optimizer(steps) if optimizer is None else optimizer
-    losses = term_losses(flow, inputs.target_log_prob, inputs.batch, inputs.ctx_one, dequantize)
+    losses = term_losses(
+        flow, inputs.target_log_prob, inputs.batch, inputs.ctx_one, dequantize, preprocess
+    )
     if isinstance(flow, VAE):
         losses.update(vae_term_losses(flow, inputs.samples, binarize))
     chunk, used, traces = make_chunk(
@@ -323,7 +331,8 @@ def _check_pixel_rows(data: np.ndarray, levels: int) -> None:
 
 def _check_inputs(flow, params, key, *, objective, data, target_log_prob, context, val_data,
                   steps, batch_size, val_every, patience, checkpoint_dir, checkpoint_every,
-                  keep, resume, steps_per_chunk, mesh, binarize, dequantize) -> _Inputs:  # fmt: skip
+                  keep, resume, steps_per_chunk, mesh, binarize, dequantize,
+                  preprocess) -> _Inputs:  # fmt: skip
     """Every check on ``fit``'s arguments, raised before any compile (see ``fit``'s Raises)."""
     starts, weights = parse_objective(objective)
     samples = objective_samples(objective)
@@ -340,6 +349,11 @@ def _check_inputs(flow, params, key, *, objective, data, target_log_prob, contex
         if is_vae or "mle" not in used:
             raise ValueError(f"dequantize={dequantize!r} is for a flow trained by 'mle' on pixels")
         _positive(dequantize=dequantize)
+    if preprocess is not None and (dequantize is None or not callable(preprocess)):
+        raise ValueError(
+            f"preprocess={preprocess!r}: a function applied to each step's dequantised batch; "
+            "it needs dequantize=L (data given in model units need no preprocess)"
+        )
     for term in ("mle", *VAE_TERMS):
         if term in used and data is None:
             raise ValueError(f"objective {objective!r} uses {term!r}, which needs data=")

@@ -331,6 +331,27 @@ def test_checkpointer_keeps_last_k_reads_only_asked_trees_and_ignores_partial_sa
         ckpt.restore({"params": trees["params"]}, step=5)
 
 
+def test_preprocess_trains_the_model_on_the_mapped_batch():
+    """``fit(dequantize=L, preprocess=g)`` trains the flow on g(x) of each step's fresh x: the
+    params equal those of the same flow behind a param-free layer computing g (its log-det is
+    constant in the params), and differ from training on x itself."""
+    dim, levels = 3, 8
+    flow = fl.models.maf(dim, 2, (8,))
+    params = flow.init(jax.random.key(0))
+    pixels = np.asarray(jax.random.randint(jax.random.key(2), (64, dim), 0, levels), np.float32)
+    kw = dict(data=pixels, dequantize=levels, steps=20, batch_size=16, progress=False)
+    kw["optimizer"] = optax.adam(1e-2)
+    logit = T.logit(0.05)
+    mapped = fl.fit(
+        jax.random.key(1), flow, params, preprocess=lambda x: logit.apply({}, x)[0], **kw
+    )
+    behind = fl.make_flow(fl.chain(logit, flow.transform), event_shape=(dim,))
+    layered = fl.fit(jax.random.key(1), behind, ({}, params), **kw)
+    chex.assert_trees_all_close(mapped.params, layered.params[1], atol=1e-5, rtol=1e-5)
+    plain = fl.fit(jax.random.key(1), flow, params, **kw)
+    assert not np.allclose(jax.tree.leaves(plain.params)[0], jax.tree.leaves(mapped.params)[0])
+
+
 def test_dequantize_draws_fresh_noise_every_step_and_checks_pixels():
     """x = (p + u) / L with a new u each step: for a frozen identity-like flow on all-zero pixels
     the per-step NLL is 0.5 |x|^2 + const, which must change from step to step and stay inside
@@ -358,6 +379,8 @@ def test_dequantize_draws_fresh_noise_every_step_and_checks_pixels():
         fl.fit(jax.random.key(1), flow, params, data=pixels + 0.3, dequantize=levels, **kw)
     with pytest.raises(ValueError, match="dequantize must be a positive integer, got 0"):
         fl.fit(jax.random.key(1), flow, params, data=pixels, dequantize=0, **kw)
+    with pytest.raises(ValueError, match=r"preprocess=.*it needs dequantize=L"):
+        fl.fit(jax.random.key(1), flow, params, data=pixels, preprocess=jnp.tanh, **kw)
     with pytest.raises(ValueError, match=r"dequantize=4 is for a flow trained by 'mle'"):
         target = lambda x: -0.5 * jnp.sum(x**2)
         fl.fit(jax.random.key(1), flow, params, objective="reverse_kl",
