@@ -15,35 +15,31 @@ Reverse KL on targets with known log Z: u1 (log Z by quadrature, ``QUADRATURE_LO
 funnel (2-D, sigma 3) and the 3-mode Gaussian mixture (normalised, log Z = 0). Metrics from
 ``N_IS`` importance samples: log Z - ELBO (= KL(q || pi / Z) >= 0) and ESS / n.
 
-Default models (the ones to pick; same widths, depth, knots, step budget and peak learning
-rate for flowjax):
+Rows are named by recipe. Each library's default recipe, plus ours on flowjax's architecture so
+that one pair of rows compares like with like (same widths, depth, knots, interval, steps, peak
+learning rate, optimiser and gradient estimator; the only difference is the library):
   * MLE: ``fl.models.nsf`` -- rational-quadratic spline coupling, 6 steps, MLP 2x64, 16 bins on
-    [-4, 4], a learned elementwise affine after each spline (on by default) so data wider than
-    the spline interval is still reached. flowjax: ``coupling_flow`` with
-    ``RationalQuadraticSpline(knots=16, interval=4)``, trained by ``fit_to_data``.
+    [-4, 4], with (recipe) or without (like flowjax) a learned elementwise affine after each
+    spline. flowjax: ``coupling_flow`` with ``RationalQuadraticSpline(knots=16, interval=4)``,
+    trained by ``fit_to_data``.
   * Reverse KL: an IAF with rational-quadratic spline transformers (MADE 2x64, 8 bins on
-    [-4, 4]) and a learned elementwise affine per step, 6 steps:
-    ``fl.models.flow_of_steps(T.iaf(transformer="spline", ...), elementwise_affine=True)``.
-    IAF samples and scores its own samples in one pass, which is all reverse KL needs.
-    Trained with ``objective="reverse_kl_stl"``.
-    flowjax: ``masked_autoregressive_flow(..., invert=False)`` (its IAF direction) with the same
-    spline, trained by ``fit_to_key_based_loss`` with ``ElboLoss(target, batch)``.
-flowjax's flows have no per-step affine layer; that is part of what is compared (its defaults).
-Reverse KL draws 1,024 base samples per step in both libraries: with 256, our funnel ESS/n
-ranged 0.67-0.98 over four seeds; with 1,024 it was 0.91-0.99. Reverse-KL rows are medians over
-``--seeds`` runs per library (init and training keys vary, the importance samples' key does
-not), since one seed's gap can move by 2-3x (U1: 0.009-0.029 over four seeds). Ours trains
-with the stick-the-landing gradient (``objective="reverse_kl_stl"``, our recommended recipe):
-on U1 over three seeds it gave gaps 0.006-0.010 against 0.009-0.029 for the plain estimator;
-flowjax's ``ElboLoss`` runs with its defaults.
+    [-4, 4]), 6 steps, with (recipe) or without (like flowjax) a learned elementwise affine per
+    step: ``fl.models.flow_of_steps(T.iaf(transformer="spline", ...), ...)``, trained with
+    ``objective="reverse_kl_stl"``. flowjax: ``masked_autoregressive_flow(..., invert=False)``
+    (its IAF direction) with the same spline, trained by ``fit_to_key_based_loss`` with
+    ``ElboLoss(target, 1024, stick_the_landing=True)`` -- the same estimator as ours.
+Reverse KL draws 1,024 base samples per step in both libraries. Reverse-KL rows are medians over
+``--seeds`` runs per row (init and training keys vary, the importance samples' key does not),
+since one seed's gap can move by 2-3x.
 
-Optimisers: fl.fit runs its default (adam, warm-up + cosine decay to lr/10, clipping at norm 1);
-flowjax runs its own default, constant-rate adam, at the same peak lr. ``--same-optimizer``
-gives flowjax our optax optimizer instead. MLE: both see the same N rows and hold out 10% for
-validation, returning the best params (flowjax checks once per epoch, fl.fit every 100 steps);
-flowjax's step count is epochs x batches per epoch, the nearest to ours.
+Optimisers: every row runs fl.fit's default (adam, warm-up + cosine decay to lr/10, clipping at
+norm 1), flowjax through its ``optimizer=`` argument; ``--flowjax-defaults`` gives flowjax its
+own default instead (constant-rate adam at the same peak lr, and the plain ELBO gradient).
+MLE: both see the same N rows and hold out 10% for validation, returning the best params
+(flowjax checks once per epoch, fl.fit every 100 steps); flowjax's step count is epochs x
+batches per epoch, the nearest to ours.
 
-Run: python benchmarks/fit_quality.py [--quick] [--same-optimizer] [--no-flowjax] [--seeds 3]
+Run: python benchmarks/fit_quality.py [--quick] [--flowjax-defaults] [--no-flowjax] [--seeds 3]
 """
 
 from __future__ import annotations
@@ -126,13 +122,15 @@ def grid_entropy(log_prob, lo, hi, n: int) -> tuple[float, float]:
 # ------------------------------------------------------------------ models
 
 
-def mle_model():
-    return fl.models.nsf(2, LAYERS, (WIDTH,) * DEPTH, MLE_BINS, bound=BOUND)
+def mle_model(affine: bool = True):
+    return fl.models.nsf(
+        2, LAYERS, (WIDTH,) * DEPTH, MLE_BINS, bound=BOUND, elementwise_affine=affine
+    )
 
 
-def rkl_model():
+def rkl_model(affine: bool = True):
     layer = T.iaf(hidden=(WIDTH,) * DEPTH, transformer="spline", bins=RKL_BINS, bound=BOUND)
-    return fl.models.flow_of_steps(layer, 2, LAYERS, elementwise_affine=True)
+    return fl.models.flow_of_steps(layer, 2, LAYERS, elementwise_affine=affine)
 
 
 def flowjax_available() -> bool:
@@ -171,7 +169,7 @@ def kl_stats(log_q: np.ndarray, log_p: np.ndarray, entropy: float) -> dict:
     }
 
 
-def mle_rows(name, steps, n_train, n_test, grid, use_flowjax, same_opt):
+def mle_rows(name, steps, n_train, n_test, grid, use_flowjax, fj_defaults):
     log_p = log_density(name)
     lo, hi = ENTROPY_BOX[name]
     start = time.perf_counter()
@@ -193,39 +191,44 @@ def mle_rows(name, steps, n_train, n_test, grid, use_flowjax, same_opt):
         "grid_s": grid_s,
     }
 
-    flow = mle_model()
-    params = flow.init(jax.random.key(2))
-    start = time.perf_counter()
-    result = fl.fit(
-        jax.random.key(3),
-        flow,
-        params,
-        data=data[:n_fit],
-        val_data=data[n_fit:],
-        val_every=100,
-        steps=steps,
-        batch_size=BATCH,
-        optimizer=fl.default_optimizer(steps, LR),
-        progress=False,
-    )
-    log_q = np.asarray(jax.jit(flow.log_prob)(result.params, test), np.float64)
-    rows = [
-        {
-            **base,
-            "lib": "flowjax_lab",
-            "model": "nsf coupling + affine",
-            "steps": steps,
-            "fit_s": time.perf_counter() - start,
-            **kl_stats(log_q, log_p_test, entropy),
-        }
-    ]
+    rows = []
+    for model, affine in (
+        ("nsf coupling + affine (recipe)", True),
+        ("nsf coupling (like flowjax)", False),
+    ):
+        flow = mle_model(affine)
+        params = flow.init(jax.random.key(2))
+        start = time.perf_counter()
+        result = fl.fit(
+            jax.random.key(3),
+            flow,
+            params,
+            data=data[:n_fit],
+            val_data=data[n_fit:],
+            val_every=100,
+            steps=steps,
+            batch_size=BATCH,
+            optimizer=fl.default_optimizer(steps, LR),
+            progress=False,
+        )
+        log_q = np.asarray(jax.jit(flow.log_prob)(result.params, test), np.float64)
+        rows.append(
+            {
+                **base,
+                "lib": "flowjax_lab",
+                "model": model,
+                "steps": steps,
+                "fit_s": time.perf_counter() - start,
+                **kl_stats(log_q, log_p_test, entropy),
+            }
+        )
     if use_flowjax:
         from flowjax.train import fit_to_data
 
         fj = flowjax_flow("mle", jax.random.key(2))
         per_epoch = n_fit // BATCH
         epochs = max(1, round(steps / per_epoch))
-        opt = dict(optimizer=fl.default_optimizer(epochs * per_epoch, LR)) if same_opt else {}
+        opt = {} if fj_defaults else dict(optimizer=fl.default_optimizer(epochs * per_epoch, LR))
         start = time.perf_counter()
         fj, _ = fit_to_data(
             jax.random.key(3),
@@ -244,7 +247,7 @@ def mle_rows(name, steps, n_train, n_test, grid, use_flowjax, same_opt):
             {
                 **base,
                 "lib": "flowjax",
-                "model": "coupling_flow RQS",
+                "model": "coupling_flow RQS" + (" (its defaults)" if fj_defaults else ""),
                 "steps": epochs * per_epoch,
                 "fit_s": time.perf_counter() - start,
                 **kl_stats(log_q, log_p_test, entropy),
@@ -268,15 +271,15 @@ def is_stats(log_w: jax.Array, log_z_true: float) -> dict:
     }
 
 
-def rkl_rows(name, steps, use_flowjax, same_opt, seeds):
+def rkl_rows(name, steps, use_flowjax, fj_defaults, seeds):
     """One row per library: median over ``seeds`` runs (init key 2 + 10 s, fit key 3 + 10 s) of
     gap and ESS/n, with their ranges; importance samples from the same key for every run."""
     target = fl_targets.TARGETS[name]()
     log_z_true = fl_targets.QUADRATURE_LOG_Z[name] if target.log_z is None else target.log_z
     base = {"task": "reverse_kl", "problem": name, "log_z": log_z_true, "steps": steps}
-    flow = rkl_model()
 
-    def ours(seed):
+    def ours(seed, affine):
+        flow = rkl_model(affine)
         params = flow.init(jax.random.key(2 + 10 * seed))
         result = fl.fit(
             jax.random.key(3 + 10 * seed),
@@ -299,11 +302,11 @@ def rkl_rows(name, steps, use_flowjax, same_opt, seeds):
         from flowjax.train.losses import ElboLoss
 
         fj = flowjax_flow("rkl", jax.random.key(2 + 10 * seed))
-        opt = dict(optimizer=fl.default_optimizer(steps, LR)) if same_opt else {}
+        opt = {} if fj_defaults else dict(optimizer=fl.default_optimizer(steps, LR))
         fj, _ = fit_to_key_based_loss(
             jax.random.key(3 + 10 * seed),
             fj,
-            loss_fn=ElboLoss(target.log_prob, RKL_BATCH),
+            loss_fn=ElboLoss(target.log_prob, RKL_BATCH, stick_the_landing=not fj_defaults),
             steps=steps,
             learning_rate=LR,
             show_progress=False,
@@ -312,9 +315,13 @@ def rkl_rows(name, steps, use_flowjax, same_opt, seeds):
         x, log_q = jax.jit(lambda k: fj.sample_and_log_prob(k, (N_IS,)))(jax.random.key(9))
         return is_stats(jax.vmap(target.log_prob)(x) - log_q, log_z_true)
 
-    libs = [("flowjax_lab", "iaf spline + affine", ours)]
+    libs = [
+        ("flowjax_lab", "iaf spline + affine (recipe)", lambda seed: ours(seed, True)),
+        ("flowjax_lab", "iaf spline (like flowjax)", lambda seed: ours(seed, False)),
+    ]
     if use_flowjax:
-        libs.append(("flowjax", "MAF(invert=False) RQS", theirs))
+        model = "MAF(invert=False) RQS" + (" (its defaults)" if fj_defaults else ", STL")
+        libs.append(("flowjax", model, theirs))
     rows = []
     for lib, model, run in libs:
         start = time.perf_counter()
@@ -344,7 +351,7 @@ def rkl_rows(name, steps, use_flowjax, same_opt, seeds):
 # ------------------------------------------------------------------ main
 
 
-def main(quick: bool, same_opt: bool, no_flowjax: bool, seeds: int) -> None:
+def main(quick: bool, fj_defaults: bool, no_flowjax: bool, seeds: int) -> None:
     wall = time.perf_counter()
     print("device:", device_info())
     use_flowjax = flowjax_available() and not no_flowjax
@@ -357,10 +364,10 @@ def main(quick: bool, same_opt: bool, no_flowjax: bool, seeds: int) -> None:
 
     rows = []
     for name in datasets:
-        rows += mle_rows(name, mle_steps, n_train, n_test, grid, use_flowjax, same_opt)
+        rows += mle_rows(name, mle_steps, n_train, n_test, grid, use_flowjax, fj_defaults)
         print(f"  mle {name}: done ({time.perf_counter() - wall:.0f} s)", flush=True)
     for name in targets:
-        rows += rkl_rows(name, rkl_steps, use_flowjax, same_opt, 1 if quick else seeds)
+        rows += rkl_rows(name, rkl_steps, use_flowjax, fj_defaults, 1 if quick else seeds)
         print(f"  reverse_kl {name}: done ({time.perf_counter() - wall:.0f} s)", flush=True)
     wall = time.perf_counter() - wall
 
@@ -383,7 +390,7 @@ def main(quick: bool, same_opt: bool, no_flowjax: bool, seeds: int) -> None:
     extra = {
         "settings": {
             "quick": quick,
-            "same_optimizer": same_opt,
+            "flowjax_defaults": fj_defaults,
             "lr": LR,
             "batch": BATCH,
             "reverse_kl_batch": RKL_BATCH,
@@ -408,9 +415,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run, well under 2 minutes")
     parser.add_argument(
-        "--same-optimizer", action="store_true", help="give flowjax fl.fit's default optimizer"
+        "--flowjax-defaults",
+        action="store_true",
+        help="flowjax with its own optimizer and the plain ELBO gradient (not like with like)",
     )
     parser.add_argument("--no-flowjax", action="store_true", help="skip the flowjax rows")
     parser.add_argument("--seeds", type=int, default=3, help="reverse-KL runs per library")
     args = parser.parse_args()
-    main(args.quick, args.same_optimizer, args.no_flowjax, args.seeds)
+    main(args.quick, args.flowjax_defaults, args.no_flowjax, args.seeds)

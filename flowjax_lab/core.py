@@ -117,17 +117,24 @@ def combine(trainable: Params, fixed: Params) -> Params:
     )
 
 
-def _takes_data(init) -> bool:
+def _takes(init, name: str) -> bool:
     try:
         params = inspect.signature(init).parameters
     except (TypeError, ValueError):
         return False
-    return "data" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _init(t: Transform, key: Array, x: Array, data: Array | None) -> Params:
-    """``t.init``, passing ``data`` to the layers whose init takes it (data-dependent init)."""
-    return t.init(key, x, data=data) if data is not None and _takes_data(t.init) else t.init(key, x)
+def _init(
+    t: Transform, key: Array, x: Array, data: Array | None, context: Array | None = None
+) -> Params:
+    """``t.init``, passing ``data`` (and its per-row ``context``, shape (n, c)) to the layers
+    whose init takes them (data-dependent init; combinators take both and pass them on)."""
+    if data is None or not _takes(t.init, "data"):
+        return t.init(key, x)
+    if context is not None and _takes(t.init, "context"):
+        return t.init(key, x, data=data, context=context)
+    return t.init(key, x, data=data)
 
 
 def _output_example(t: Transform, params: Params, x: Array) -> Array:
@@ -164,14 +171,14 @@ def chain(*transforms: Transform) -> Transform:
         raise ValueError("chain needs at least one transform")
     n = len(transforms)
 
-    def init(key, x_example, *, data=None):
+    def init(key, x_example, *, data=None, context=None):
         keys = jax.random.split(as_key(key), n)
         x, params = x_example, []
         for t, k in zip(transforms, keys):
-            p = _init(t, k, x, data)
+            p = _init(t, k, x, data, context)
             params.append(p)
             if data is not None:
-                data = _batched(t.apply, p, data, None)[0]
+                data = _batched(t.apply, p, data, context)[0]
             x = _output_example(t, p, x)
         return tuple(params)
 
@@ -214,7 +221,7 @@ def stack(t: Transform, n: int) -> Transform:
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"stack needs a positive integer number of copies, got {n!r}")
 
-    def init(key, x_example, *, data=None):
+    def init(key, x_example, *, data=None, context=None):
         keys = jax.random.split(as_key(key), n)
         p0 = jax.eval_shape(lambda k: t.init(k, x_example), keys[0])
         out = _output_example(t, p0, x_example)
@@ -226,8 +233,8 @@ def stack(t: Transform, n: int) -> Transform:
             return jax.vmap(lambda k: t.init(k, x_example))(keys)
 
         def body(batch, k):  # data-dependent init runs the copies in order
-            p = _init(t, k, x_example, batch)
-            return _batched(t.apply, p, batch, None)[0], p
+            p = _init(t, k, x_example, batch, context)
+            return _batched(t.apply, p, batch, context)[0], p
 
         return jax.lax.scan(body, data, keys)[1]
 
@@ -329,12 +336,12 @@ def make_flow(
     if event_shape is not None and tuple(event_shape) != shape:
         raise ValueError(f"event_shape {tuple(event_shape)} != base event shape {shape}")
 
-    def init(key, x_example=None, *, data=None):
+    def init(key, x_example=None, *, data=None, context=None):
         if x_example is None:
             x_example = jnp.zeros(shape, base.dtype)
         if tuple(x_example.shape) != shape:
             raise ValueError(f"init: expected one event of shape {shape}, got {x_example.shape}")
-        return _init(transform, key, x_example, data)
+        return _init(transform, key, x_example, data, context)
 
     def log_prob(params, x, context=None):
         xf, batch = _split_batch(jnp.asarray(x), shape, "log_prob")
@@ -376,8 +383,9 @@ def data_init(flow: Flow, key: Array, batch: Array, context: Array | None = None
     """``flow.init`` with data-dependent initialisation (actnorm) from a first batch of data.
 
     Each data-dependent layer is set from the statistics of the batch as it arrives at that layer,
-    so the flow's output on ``batch`` starts standardised, layer by layer.
+    so the flow's output on ``batch`` starts standardised, layer by layer. ``context`` (one
+    vector, or one per row of ``batch``) is what a conditional flow's layers see on the way.
     """
-    del context  # data-dependent layers here are unconditional
-    xf, _ = _split_batch(jnp.asarray(batch), flow.event_shape, "data_init")
-    return flow.init(key, xf[0], data=xf)
+    xf, batch_shape = _split_batch(jnp.asarray(batch), flow.event_shape, "data_init")
+    ctx = _context_for(context, batch_shape, xf.shape[0], "data_init")
+    return flow.init(key, xf[0], data=xf, context=ctx)

@@ -4,6 +4,10 @@ The generic checks (round trip, log-det vs Jacobian, jit/vmap/grad, float64) run
 registry cases; these tests pin what is specific to conditioner-based layers.
 """
 
+import os
+import subprocess
+import sys
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -12,6 +16,7 @@ import optax
 import pytest
 
 import flowjax_lab as fl
+from flowjax_lab.targets import banana
 
 T = fl.transforms
 # Tests compile many tiny programs: skip LLVM's expensive passes (halves compile time).
@@ -254,3 +259,51 @@ def test_maf_fits_correlated_gaussian_by_forward_kl():
     params, losses, test_nll = fit(flow.init(jax.random.key(0)))
     assert float(losses[0]) > entropy + 0.5  # starts far away
     assert abs(float(test_nll) - entropy) < 0.05, (float(test_nll), entropy)
+
+
+# --------------------------------------------------------------------------- issue 17
+
+
+def test_reverse_kl_stl_with_the_spline_iaf_recipe_descends_to_the_target():
+    """The README's reverse-KL recipe (IAF, spline transformer, elementwise affine, stick the
+    landing) on the banana (log Z = 0 exactly): the loss falls and KL(q || p) ends below 0.1
+    nats (measured KL printed on failure), and the two directions agree at the trained params (STL evaluates log q through the
+    d-pass density direction: before the bounded-slope spline they disagreed and the loss
+    climbed). Measured: loss 0.72 -> 0.07 over the run."""
+    target = banana()
+    flow = fl.models.iaf(2, 3, (32, 32), transformer="spline", elementwise_affine=True)
+    params = flow.init(jax.random.key(0), jnp.zeros(2))
+    result = fl.fit(
+        jax.random.key(1),
+        flow,
+        params,
+        objective="reverse_kl_stl",
+        target_log_prob=target.log_prob,
+        steps=400,
+        batch_size=256,
+        optimizer=optax.adam(5e-3),
+        progress=False,
+    )
+    loss = np.asarray(result.history["loss"])
+    assert loss[-50:].mean() < loss[:20].mean() - 0.5, (loss[:20].mean(), loss[-50:].mean())
+
+    @jit
+    def diagnostics(p):
+        x, log_q = flow.sample_and_log_prob(p, jax.random.key(2), 20_000)
+        log_w = jax.vmap(target.log_prob)(x) - log_q
+        return -jnp.mean(log_w) + target.log_z, jnp.max(jnp.abs(flow.log_prob(p, x) - log_q))
+
+    kl, disagreement = diagnostics(result.params)
+    assert float(kl) < 0.1, float(kl)
+    assert float(disagreement) < 1e-3, float(disagreement)
+
+
+def test_spline_iaf_reproduction_in_float64_in_own_process():
+    """Runs ``x64_spline_iaf.py`` (issue 17's table, float64) with JAX_ENABLE_X64=1."""
+    here = os.path.dirname(__file__)
+    path = os.pathsep.join([here, os.path.dirname(here), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "JAX_ENABLE_X64": "1", "PYTHONPATH": path}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "x64_spline_iaf.py"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=here)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "28 passed" in out.stdout, out.stdout[-2000:]

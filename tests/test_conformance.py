@@ -1,4 +1,5 @@
-"""One generic check over every registered transform, in float32 here and float64 in a subprocess."""
+"""One generic check over every registered transform and model, in float32 here and float64 in
+subprocesses (x64 mode is process-wide)."""
 
 import os
 import subprocess
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 import flowjax_lab as fl
-from registry import CASES
+from registry import CASES, MODEL_CASES
 
 HERE = os.path.dirname(__file__)
 
@@ -25,14 +26,38 @@ def test_conformance_float32(name):
         atol=case.tol32,
         rtol=case.tol32,
         context_dim=case.context_dim,
+        param_scales=case.scales32,
         sample_x=case.sample_x,
         sample_z=case.sample_z,
     )
 
 
-def test_conformance_float64_in_own_process():
+@pytest.mark.parametrize("name", sorted(MODEL_CASES))
+def test_model_conformance_float32(name):
+    case = MODEL_CASES[name]
+    fl.testing.check_flow(
+        case.make(),
+        key=jax.random.key(3),
+        atol=case.tol32,
+        rtol=case.tol32,
+        context_dim=case.context_dim,
+        param_scales=case.scales32,
+        sample_x=case.sample_x,
+    )
+
+
+X64_SHARDS = 3
+
+
+@pytest.mark.parametrize("shard", range(X64_SHARDS))
+def test_conformance_float64_in_own_process(shard):
     path = os.pathsep.join([HERE, os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "JAX_ENABLE_X64": "1", "PYTHONPATH": path}
+    env = {
+        **os.environ,
+        "JAX_ENABLE_X64": "1",
+        "PYTHONPATH": path,
+        "CONFORMANCE_SHARD": f"{shard}/{X64_SHARDS}",
+    }
     cmd = [
         sys.executable,
         "-m",
@@ -45,7 +70,8 @@ def test_conformance_float64_in_own_process():
     ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    assert f"{len(CASES)} passed" in out.stdout, out.stdout[-2000:]
+    names = sorted(CASES)[shard::X64_SHARDS] + sorted(MODEL_CASES)[shard::X64_SHARDS]
+    assert f"{len(names)} passed" in out.stdout, out.stdout[-2000:]
 
 
 def test_registry_covers_all_factories():
@@ -54,6 +80,9 @@ def test_registry_covers_all_factories():
     assert not missing, f"public factories without a conformance case: {sorted(missing)}"
     for combinator in ("chain", "stack", "invert"):
         assert combinator in covered
+    models = {case.factory for case in MODEL_CASES.values()}
+    missing = set(fl.models.__all__) - models
+    assert not missing, f"public models without a conformance case: {sorted(missing)}"
 
 
 def _broken_logdet():

@@ -97,6 +97,21 @@ def test_actnorm_option_standardises_every_step_at_data_init(name):
     chex.assert_trees_all_close(lp, jax.jit(flow.log_prob)(params, z), atol=2e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("per_row", [False, True])
+def test_data_init_of_a_conditional_flow_sees_the_context(per_row):
+    """``fl.data_init`` passes the context (one vector, or one per row) to the conditional layers
+    on the way, so each actnorm is set from what really reaches it: the output on the batch is
+    standardised. Before the fix it dropped the context and raised "expected a context"."""
+    flow = fl.models.maf(3, 2, (16,), context_dim=2, actnorm=True)
+    x = jax.random.gamma(jax.random.key(3), 2.0, (256, 3)) * jnp.array([1.0, 4.0, 0.3]) + 5.0
+    c = jax.random.normal(jax.random.key(4), (256, 2) if per_row else (2,))
+    params = jax.jit(lambda k, b, cc: fl.data_init(flow, k, b, cc))(jax.random.key(0), x, c)
+    ctx = c if per_row else jnp.broadcast_to(c, (256, 2))
+    z = jax.vmap(lambda v, cc: flow.transform.apply(params, v, context=cc)[0])(x, ctx)
+    chex.assert_trees_all_close(jnp.mean(z, 0), jnp.zeros(3), atol=1e-4)
+    chex.assert_trees_all_close(jnp.std(z, 0), jnp.ones(3), atol=1e-3)
+
+
 def test_bad_model_arguments():
     with pytest.raises(ValueError, match="permutation must be one of"):
         fl.models.maf(3, 2, permutation="shuffle")

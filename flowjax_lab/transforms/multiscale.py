@@ -99,21 +99,21 @@ def multiscale(
             got = len(params) if isinstance(params, (tuple, list)) else type(params).__name__
             raise ValueError(f"{where}: expected a tuple of {n} per-level params, got {got}")
 
-    def init(key, x_example, *, data=None):
+    def init(key, x_example, *, data=None, context=None):
         check(x_example, "multiscale.init")
         keys = jax.random.split(as_key(key), 2 * n)
         params, x = [], x_example
         for level, t in enumerate(levels):
             x = squeeze_image(x)
             data = None if data is None else jax.vmap(squeeze_image)(data)
-            entry = {"step": _init(t, keys[2 * level], x, data)}
+            entry = {"step": _init(t, keys[2 * level], x, data, context)}
             if level < n - 1:
                 if prior is not None:
                     entry["prior"] = prior.init(keys[2 * level + 1], x)
                 half = x.shape[-1] // 2
                 x = x[..., :half]
                 if data is not None:
-                    data = _batched(t.apply, entry["step"], data, None)[0][..., :half]
+                    data = _batched(t.apply, entry["step"], data, context)[0][..., :half]
             params.append(entry)
         return tuple(params)
 
