@@ -53,18 +53,29 @@ def test_every_example_is_checked():
     assert scripts == sorted(CHECKS), f"examples without a check: {set(scripts) - set(CHECKS)}"
 
 
-@pytest.mark.parametrize("script", sorted(CHECKS))
-def test_example_runs(script):
+def _run(args: list[str]) -> str:
     # The checkout's package first on the path, whatever is installed.
     path = os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path}
     out = subprocess.run(
-        [sys.executable, os.path.join(EXAMPLES, script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
+        [sys.executable, *args], env=env, capture_output=True, text=True, cwd=ROOT, timeout=300
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    CHECKS[script](out.stdout)
+    return out.stdout
+
+
+@pytest.mark.parametrize("script", sorted(CHECKS))
+def test_example_runs(script):
+    CHECKS[script](_run([os.path.join(EXAMPLES, script)]))
+
+
+def test_readme_example_runs():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    assert len(blocks) == 1, f"expected one python block in README.md, found {len(blocks)}"
+    out = _run(["-c", blocks[0]])
+    # MLE of this linear flow on Gaussian data reaches the Gaussian's entropy.
+    nll = _number(r"NLL (-?[\d.]+)", out)
+    entropy = _number(r"entropy (-?[\d.]+)", out)
+    assert abs(nll - entropy) < 0.1, out
