@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 import flowjax_lab as fl
-from registry import CASES, MODEL_CASES
+from registry import CASES, FAST_COMPILE, MODEL_CASES
 
 HERE = os.path.dirname(__file__)
 
@@ -29,6 +29,7 @@ def test_conformance_float32(name):
         param_scales=case.scales32,
         sample_x=case.sample_x,
         sample_z=case.sample_z,
+        compiler_options=FAST_COMPILE,
     )
 
 
@@ -43,6 +44,7 @@ def test_model_conformance_float32(name):
         context_dim=case.context_dim,
         param_scales=case.scales32,
         sample_x=case.sample_x,
+        compiler_options=FAST_COMPILE,
     )
 
 

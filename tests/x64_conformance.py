@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import pytest
 
 import flowjax_lab as fl
-from registry import CASES, MODEL_CASES
+from registry import CASES, FAST_COMPILE, MODEL_CASES
 
 
 def shard(names):
@@ -34,6 +34,7 @@ def test_conformance_float64(name):
         param_scales=case.scales64,
         sample_x=case.sample_x,
         sample_z=case.sample_z,
+        compiler_options=FAST_COMPILE,
     )
     params = case.make().init(jax.random.key(0), x)
     for leaf in jax.tree.leaves(params):  # no silent down-casting of params
@@ -52,4 +53,5 @@ def test_model_conformance_float64(name):
         context_dim=case.context_dim,
         param_scales=case.scales64,
         sample_x=case.sample_x,
+        compiler_options=FAST_COMPILE,
     )
