@@ -178,7 +178,7 @@ def _vae():
 
 
 def _fit(*args, **kwargs):
-    from flowjax_lab.train import fit  # noqa: PLC0415
+    from flowjax_lab.training import fit  # noqa: PLC0415
 
     return fit(*args, **kwargs)
 

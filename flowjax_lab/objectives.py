@@ -40,7 +40,9 @@ def forward_kl(flow: Flow) -> Callable:
     return loss
 
 
-def reverse_kl(flow: Flow, target_log_prob: Callable, stick_the_landing: bool = False) -> Callable:
+def reverse_kl(
+    flow: Flow, target_log_prob: Callable, stick_the_landing: bool = False, *, sharding=None
+) -> Callable:
     """Reverse KL(p_theta || pi) up to log Z, by Monte Carlo over base samples.
 
     loss(params, key, n, context=None) = mean_j [log p_base(z_j) - log|det J_g(z_j)|
@@ -53,10 +55,17 @@ def reverse_kl(flow: Flow, target_log_prob: Callable, stick_the_landing: bool = 
     expectation is zero. Same value, lower-variance gradient (zero variance when q = pi / Z);
     costs one extra f pass per sample (for an IAF, d sequential passes on partial MADEs; measured
     1.7x the plain step for a 6-layer 2-D spline IAF, 3.5x for a 6-layer 8-D affine IAF).
+
+    ``sharding``: None, or a ``jax.sharding.Sharding`` of the (n, ...) samples along their first
+    axis (e.g. ``fl.sharding.batch_sharding(mesh)``): under jit each device then draws and maps
+    only its n / D share of the samples (with jax's partitionable random bits the draws, and so
+    the loss, equal the unsharded ones). None: every device draws all n.
     """
 
     def loss(params, key, n, context=None):
         x, log_q = flow.sample_and_log_prob(params, as_key(key), n, context)
+        if sharding is not None:
+            x, log_q = jax.lax.with_sharding_constraint((x, log_q), sharding)
         if stick_the_landing:
             log_q = flow.log_prob(jax.lax.stop_gradient(params), x, context)
         return jnp.mean(log_q - jax.vmap(target_log_prob)(x))

@@ -134,7 +134,7 @@ def iwae_test_log_px(
 def run(config: cfg.Config, *, progress: bool | None = None):
     """Train the config's VAE and write its run folder (see the module docstring)."""
     from flowjax_lab import experiment  # noqa: PLC0415  (the shared run-folder helpers)
-    from flowjax_lab.train import fit  # noqa: PLC0415
+    from flowjax_lab.training import fit  # noqa: PLC0415
 
     problem = build_problem(config)
     model = build_vae(config, problem.dim)

@@ -10,8 +10,8 @@ import pytest
 from common_multidevice import fit_kwargs, problem
 
 import flowjax_lab as fl
-from flowjax_lab import train as train_mod
 from flowjax_lab.checkpoint import Checkpointer
+from flowjax_lab.training import fitting as train_mod
 
 
 @pytest.fixture(scope="module", autouse=True)
