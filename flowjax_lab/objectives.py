@@ -295,6 +295,19 @@ def uniform_dequantize_pixels(key, pixels: jax.Array, num_levels: int) -> jax.Ar
     return (pixels + u) / num_levels
 
 
+def mean_and_se(values) -> tuple[float, float]:
+    """Mean of per-example values and its standard error sd / sqrt(n) (ddof = 1; NaN for n = 1).
+
+    Raises:
+      ValueError: no values.
+    """
+    v = np.asarray(values, np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("mean_and_se: no values")
+    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
+    return float(v.mean()), se
+
+
 def bits_per_dim(
     nll: jax.Array,
     dim: int,

@@ -79,11 +79,16 @@ class Objective(NamedTuple):
         return np.asarray(self.starts, np.int32), np.asarray(self.weights, np.float32)
 
 
-def _bad(where: str, message: str) -> ValueError:
-    return ValueError(f"{where}: {message}")
+def _bad(where: tuple[str, str], message: str) -> ValueError:
+    prefix, path = where
+    return ValueError(f"{prefix}'{path}': {message}")
 
 
-def _stages(objective: Any, where: str) -> list[tuple[int, Any, str]]:
+def _at(where: tuple[str, str], sub: str) -> tuple[str, str]:
+    return where[0], where[1] + sub
+
+
+def _stages(objective: Any, where: tuple[str, str]) -> list[tuple[int, Any, str]]:
     """[(start, stage spec, where)] of a spec, the schedule's structure checked."""
     if isinstance(objective, (str, Mapping)):
         return [(0, objective, where)]
@@ -95,7 +100,7 @@ def _stages(objective: Any, where: str) -> list[tuple[int, Any, str]]:
         )
     out = []
     for i, item in enumerate(objective):
-        here = f"{where}[{i}]"
+        here = _at(where, f"[{i}]")
         if isinstance(item, Mapping) and set(item) == {"start", "objective"}:
             item = (item["start"], item["objective"])
         if not isinstance(item, (list, tuple)) or len(item) != 2:
@@ -103,14 +108,14 @@ def _stages(objective: Any, where: str) -> list[tuple[int, Any, str]]:
         start = item[0]
         if isinstance(start, bool) or not isinstance(start, (int, np.integer)):
             raise _bad(here, f"the start step must be an integer, got {start!r}")
-        out.append((int(start), item[1], f"{here}.objective"))
+        out.append((int(start), item[1], _at(here, ".objective")))
     starts = [s for s, _, _ in out]
     if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
         raise _bad(where, f"a schedule needs increasing starts beginning at 0, got {starts}")
     return out
 
 
-def _stage_row(spec: Any, where: str, samples: dict) -> tuple[float, ...]:
+def _stage_row(spec: Any, where: tuple[str, str], samples: dict) -> tuple[float, ...]:
     """One stage's weights over ``TERMS``; IWAE sample counts go to ``samples``."""
     if isinstance(spec, str):
         if spec in SAMPLE_TERMS:
@@ -125,21 +130,21 @@ def _stage_row(spec: Any, where: str, samples: dict) -> tuple[float, ...]:
         if name in SAMPLE_TERMS:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise _bad(
-                    f"{where}.{name}",
+                    _at(where, f".{name}"),
                     "the value is the number of importance samples k, an integer >= 1, "
                     f"got {value!r}",
                 )
             if samples.setdefault(name, int(value)) != int(value):
                 raise _bad(
-                    f"{where}.{name}",
+                    _at(where, f".{name}"),
                     f"k = {value} differs from k = {samples[name]} elsewhere in the schedule "
                     "(one k per term)",
                 )
             value = 1.0
         elif isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise _bad(f"{where}.{name}", f"a weight is a number >= 0, got {value!r}")
+            raise _bad(_at(where, f".{name}"), f"a weight is a number >= 0, got {value!r}")
         elif not np.isfinite(value) or value < 0:
-            raise _bad(f"{where}.{name}", f"a weight is a number >= 0, got {value!r}")
+            raise _bad(_at(where, f".{name}"), f"a weight is a number >= 0, got {value!r}")
         row[name] = float(value)
     if not any(row.values()):
         raise _bad(where, f"all weights are zero in {dict(spec)!r}")
@@ -157,8 +162,11 @@ def _plain(spec: Any) -> Any:
     return {k: int(v) if k in SAMPLE_TERMS else float(v) for k, v in spec.items()}
 
 
-def parse_objective(objective: Any, where: str = "objective") -> Objective:
-    """``objective`` (see the module docstring) as an ``Objective``; ``where`` names it in errors.
+def parse_objective(objective: Any, where: str = "objective", prefix: str = "") -> Objective:
+    """``objective`` (see the module docstring) as an ``Objective``.
+
+    Errors read ``{prefix}'{where}[.sub path]': ...``, e.g. ``'objective.iwae': ...`` (the
+    config passes prefix "config key ").
 
     Raises:
       ValueError: an unknown term, a bad weight or k, a schedule out of order, a stage that
@@ -171,6 +179,7 @@ def parse_objective(objective: Any, where: str = "objective") -> Objective:
     if isinstance(objective, Objective):
         return objective
     samples: dict[str, int] = {}
+    where = (prefix, where)
     stages = _stages(objective, where)
     rows = tuple(_stage_row(spec, here, samples) for _, spec, here in stages)
     parsed = Objective(
@@ -186,11 +195,11 @@ def parse_objective(objective: Any, where: str = "objective") -> Objective:
     return parsed
 
 
-def check_model_kind(objective: Objective, is_vae: bool, model: str, where: str = "objective"):
+def check_model_kind(objective: Objective, is_vae: bool, model: str, prefix: str = ""):
     """ValueError unless a VAE gets VAE terms and a flow gets flow terms (one message)."""
     if objective.is_vae != is_vae:
         raise _bad(
-            where,
+            (prefix, "objective"),
             f"a VAE trains with {list(VAE_TERMS)} (as 'elbo', {{iwae: k}}, {{iwae_dreg: k}}) "
             f"only, a flow with {list(FLOW_TERMS)}; got {list(objective.used)} for {model}",
         )
