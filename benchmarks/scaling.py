@@ -34,10 +34,10 @@ EVAL_ROWS = 65_536
 
 def _maf8():
     """The benchmark MAF: d = 8, 5 layers, MADE 2 x 128, on correlated Gaussian rows."""
-    import jax  # noqa: PLC0415
+    import jax
 
-    import flowjax_lab as fl  # noqa: PLC0415
-    import flowjax_lab.data as fl_data  # noqa: PLC0415
+    import flowjax_lab as fl
+    import flowjax_lab.data as fl_data
 
     flow = fl.models.maf(dim=8, num_layers=5, hidden=(128, 128))
     mean, cov = fl_data.correlated_gaussian(jax.random.key(1), 8)
@@ -51,10 +51,10 @@ def _glow():
     2 levels of 4 steps (actnorm, 1x1 LU conv, affine coupling with a 32-channel ConvNet),
     learned split prior; global batch 64. Small so that a CPU run takes minutes.
     """
-    import jax  # noqa: PLC0415
+    import jax
 
-    import flowjax_lab as fl  # noqa: PLC0415
-    from flowjax_lab.data import images  # noqa: PLC0415
+    import flowjax_lab as fl
+    from flowjax_lab.data import images
 
     px = images.load_digits_images(jax.random.key(1))
     data = images.dequantize_images(jax.random.key(2), px.train, 17)
@@ -67,11 +67,11 @@ MODELS = {"maf8": _maf8, "glow": _glow}
 
 def _fit_rate(flow, params, data, batch, steps, repeats, mesh) -> float:
     """Median fl.fit steps/s after the first chunk (which holds the compile)."""
-    import jax  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-    import optax  # noqa: PLC0415
+    import jax
+    import numpy as np
+    import optax
 
-    import flowjax_lab as fl  # noqa: PLC0415
+    import flowjax_lab as fl
 
     def once():
         start = time.perf_counter()
@@ -97,11 +97,11 @@ def _fit_rate(flow, params, data, batch, steps, repeats, mesh) -> float:
 
 def _log_prob_seconds(flow, params, mesh) -> float:
     """Median seconds of a jitted log_prob on EVAL_ROWS rows split over the mesh."""
-    import jax  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
+    import jax
+    import numpy as np
 
-    import flowjax_lab as fl  # noqa: PLC0415
-    from _common import time_call  # noqa: PLC0415
+    import flowjax_lab as fl
+    from _common import time_call
 
     x = np.asarray(jax.random.normal(jax.random.key(3), (EVAL_ROWS, *flow.event_shape)))
     rows = fl.sharding.global_rows(lambda s: x[s], mesh, EVAL_ROWS)
@@ -111,10 +111,10 @@ def _log_prob_seconds(flow, params, mesh) -> float:
 
 def child(n: int, models: list[str], steps: int, repeats: int, per_device_batch: int | None):
     """Measure every model on n devices; prints one JSON line per model."""
-    import jax  # noqa: PLC0415
+    import jax
 
-    import flowjax_lab as fl  # noqa: PLC0415
-    from _common import device_info  # noqa: PLC0415
+    import flowjax_lab as fl
+    from _common import device_info
 
     if jax.device_count() < n:
         print(json.dumps({"devices": n, "skipped": f"only {jax.device_count()} devices"}))
@@ -143,7 +143,7 @@ def child(n: int, models: list[str], steps: int, repeats: int, per_device_batch:
 
 
 def main(args) -> None:
-    from _common import print_table  # noqa: PLC0415  (the parent never starts jax)
+    from _common import print_table  # imported here: the parent never starts jax
 
     rows = []
     for n in args.devices:

@@ -48,7 +48,7 @@ import optax
 import flowjax_lab as fl
 from _common import device_info, print_table, write_results
 from flowjax_lab import data
-from flowjax_lab.vae_experiment import iwae_test_log_px
+from flowjax_lab.experiment.vaes import iwae_test_log_px
 
 ROWS = {  # name: (posterior, objective)
     "vae": ("diagonal", "elbo"),

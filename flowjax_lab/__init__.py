@@ -12,6 +12,7 @@ from flowjax_lab import (
     objectives,
     sharding,
     testing,
+    training,
     transforms,
     vae,
 )
@@ -46,7 +47,7 @@ from flowjax_lab.objectives import (
     mixed_kl,
     reverse_kl,
 )
-from flowjax_lab.train import FitResult, TrainingDivergedError, default_optimizer, fit
+from flowjax_lab.training import FitResult, TrainingDivergedError, default_optimizer, fit
 
 __version__ = "0.1.0"
 
@@ -91,6 +92,7 @@ __all__ = [
     "standard_normal",
     "testing",
     "to_distrax",
+    "training",
     "transforms",
     "vae",
 ]

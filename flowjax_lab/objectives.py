@@ -40,7 +40,9 @@ def forward_kl(flow: Flow) -> Callable:
     return loss
 
 
-def reverse_kl(flow: Flow, target_log_prob: Callable, stick_the_landing: bool = False) -> Callable:
+def reverse_kl(
+    flow: Flow, target_log_prob: Callable, stick_the_landing: bool = False, *, sharding=None
+) -> Callable:
     """Reverse KL(p_theta || pi) up to log Z, by Monte Carlo over base samples.
 
     loss(params, key, n, context=None) = mean_j [log p_base(z_j) - log|det J_g(z_j)|
@@ -53,10 +55,17 @@ def reverse_kl(flow: Flow, target_log_prob: Callable, stick_the_landing: bool = 
     expectation is zero. Same value, lower-variance gradient (zero variance when q = pi / Z);
     costs one extra f pass per sample (for an IAF, d sequential passes on partial MADEs; measured
     1.7x the plain step for a 6-layer 2-D spline IAF, 3.5x for a 6-layer 8-D affine IAF).
+
+    ``sharding``: None, or a ``jax.sharding.Sharding`` of the (n, ...) samples along their first
+    axis (e.g. ``fl.sharding.batch_sharding(mesh)``): under jit each device then draws and maps
+    only its n / D share of the samples (with jax's partitionable random bits the draws, and so
+    the loss, equal the unsharded ones). None: every device draws all n.
     """
 
     def loss(params, key, n, context=None):
         x, log_q = flow.sample_and_log_prob(params, as_key(key), n, context)
+        if sharding is not None:
+            x, log_q = jax.lax.with_sharding_constraint((x, log_q), sharding)
         if stick_the_landing:
             log_q = flow.log_prob(jax.lax.stop_gradient(params), x, context)
         return jnp.mean(log_q - jax.vmap(target_log_prob)(x))
@@ -284,6 +293,19 @@ def uniform_dequantize_pixels(key, pixels: jax.Array, num_levels: int) -> jax.Ar
     step; ``data.dequantize`` casts to float32 first). Cost O(size)."""
     u = jax.random.uniform(as_key(key), jnp.shape(pixels), pixels.dtype)
     return (pixels + u) / num_levels
+
+
+def mean_and_se(values) -> tuple[float, float]:
+    """Mean of per-example values and its standard error sd / sqrt(n) (ddof = 1; NaN for n = 1).
+
+    Raises:
+      ValueError: no values.
+    """
+    v = np.asarray(values, np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("mean_and_se: no values")
+    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
+    return float(v.mean()), se
 
 
 def bits_per_dim(

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -157,8 +158,6 @@ def to_host(tree):
             return jax.device_get(leaf)
         if leaf.is_fully_replicated:
             return np.asarray(leaf.addressable_data(0))
-        from jax.experimental import multihost_utils  # noqa: PLC0415
-
         return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
 
     return jax.tree.map(get, tree)

@@ -4,7 +4,7 @@ import contextlib
 
 import pytest
 
-from flowjax_lab import train as train_mod
+from flowjax_lab.training import fitting as train_mod
 
 
 @contextlib.contextmanager

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowjax_lab import cli, problems
-from flowjax_lab import config as C
 from flowjax_lab import data as D
+from flowjax_lab.experiment import build as problems
+from flowjax_lab.experiment import cli
+from flowjax_lab.experiment import config as C
 
 TINY = str(Path(__file__).parent.parent / "configs" / "glow_digits_tiny.yaml")
 

@@ -12,7 +12,6 @@ import pytest
 from fit_helpers import interrupted_at
 
 import flowjax_lab as fl
-from flowjax_lab import train as train_mod
 from flowjax_lab.checkpoint import Checkpointer, CheckpointError
 from flowjax_lab.objectives import importance_diagnostics
 
@@ -156,7 +155,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_last_good_params(tmp_path):
         return jnp.where(jnp.all(jnp.abs(x) < 6.0), -0.5 * jnp.sum(x**2) / 100.0, jnp.nan)
 
     flow, params = _flow(1)
-    with pytest.raises(train_mod.TrainingDivergedError, match=r"at step \d+") as info:
+    with pytest.raises(fl.TrainingDivergedError, match=r"at step \d+") as info:
         fl.fit(
             jax.random.key(10),
             flow,

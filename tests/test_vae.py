@@ -162,7 +162,7 @@ def test_vae_early_stopping_returns_the_best_validation_params():
     assert result.stopped_early and result.step < 3000, result.step
     assert result.step == result.best_step + 3 * 25
     assert result.best_val_loss == h["val_loss"].min() < h["val_loss"][-1] - 1.0, h["val_loss"]
-    loss = jax.jit(fl.vae.training.validation_bound(model, {}, jax.random.fold_in(key, 0x5A11D)))
+    loss = jax.jit(fl.training.losses.validation_bound(model, {}, jax.random.fold_in(key, 0x5A11D)))
     start = float(loss(params, jnp.asarray(val[:297]), None))
     assert result.best_val_loss < start - 10.0, (start, h["val_loss"])  # ~44 nats at init
     again = float(loss(result.params, jnp.asarray(val[:297]), None))

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowjax_lab import cli, experiment
-from flowjax_lab import config as C
+from flowjax_lab import experiment
+from flowjax_lab.experiment import cli
+from flowjax_lab.experiment import config as C
 
 VAE = {
     "name": "v",
@@ -21,10 +22,10 @@ VAE = {
 
 
 def test_vae_objectives_parse():
-    assert C.from_dict(VAE).objective == "elbo"
-    assert C.from_dict(VAE, ["objective={iwae_dreg: 5}"]).objective == {"iwae_dreg": 5}
+    assert C.from_dict(VAE).objective.spec == "elbo"
+    assert C.from_dict(VAE, ["objective={iwae_dreg: 5}"]).objective.spec == {"iwae_dreg": 5}
     config = C.from_dict(VAE, ["objective={iwae: 50}", "eval.iwae_k=100"])
-    assert config.objective == {"iwae": 50} and config.eval.iwae_k == 100
+    assert config.objective.samples == {"iwae": 50} and config.eval.iwae_k == 100
     assert C.from_dict(C.to_dict(config)) == config
     assert C.from_dict(VAE, ["data.name=digits", "model.params.likelihood=gaussian"])
 
@@ -32,21 +33,24 @@ def test_vae_objectives_parse():
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        (["objective={iwae: 0}"], r"'objective\.iwae': k must be an integer >= 1, got 0"),
-        (["objective={iwae: 2.5}"], r"'objective\.iwae': k must be an integer >= 1, got 2\.5"),
-        (["objective={iwae: 5, dreg: 1}"], r"unknown key 'objective\.dreg'"),
-        (["objective={iwae_dreg: 0}"], r"'objective\.iwae_dreg': k must be an integer >= 1, got 0"),
+        (["objective={iwae: 0}"], r"'objective\.iwae': the value is the number of importance samples k, an integer >= 1, got 0"),
+        (["objective={iwae: 2.5}"], r"'objective\.iwae': .*an integer >= 1, got 2\.5"),
+        (["objective={iwae: 5, dreg: 1}"], r"'objective': unknown objective 'dreg'; allowed: \['mle'"),
+        (["objective={iwae_dreg: 0}"], r"'objective\.iwae_dreg': .*an integer >= 1, got 0"),
         (
             ["objective=mle"],
-            r"model 'vae' takes 'elbo', \{iwae: k\} or \{iwae_dreg: k\}.*got objective 'mle'",
+            r"a VAE trains with \['elbo', 'iwae', 'iwae_dreg'\].*got \['mle'\] for model 'vae'",
         ),
-        (["model.name=maf"], r"got objective 'elbo' for model 'maf'"),
+        (["model.name=maf"], r"got \['elbo'\] for model 'maf'"),
         (["model.name=maf", "objective=mle"], r"'data\.name': 'binarized_digits' is for model"),
         (["data.name=digits"], r"Bernoulli likelihood needs binary data, got 'digits'"),
         (["target.name=u1"], r"model 'vae' needs a 'data' section and no 'target'"),
-        (["eval.iwae_k=0"], r"'eval\.iwae_k': must be an integer >= 1, got 0"),
+        (["eval.iwae_k=0"], r"'eval\.iwae_k' must be a positive integer, got 0"),
         (["eval.iwae_kk=3"], r"unknown key 'eval\.iwae_kk'"),
-        (["objective=[{start: 0, objective: elbo}]"], r"'objective\[0\]\.objective'.*got 'elbo'"),
+        (
+            ["objective=[{start: 0, objective: elbo}, {start: 5, objective: mle}]"],
+            r"'objective': the schedule mixes flow and VAE terms",
+        ),
     ],
 )
 def test_vae_config_errors_name_the_value(overrides, match):
@@ -101,7 +105,7 @@ def test_cli_eval_recomputes_the_test_log_px_and_takes_iwae_k(vae_run, capsys):
     value = float(out.split("test log p(x) (IWAE):")[1].split("+-")[0])
     assert summary["test_elbo"] - 1.0 < value < summary["test_log_px"] + 1.0  # k = 20 sits between
     assert cli.main(["eval", str(run_dir), "--iwae-k", "0"]) == 2
-    assert "iwae_k must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert "iwae_k must be a positive integer, got 0" in capsys.readouterr().err
 
 
 def test_cli_samples_a_vae(vae_run, tmp_path, capsys):

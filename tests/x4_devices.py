@@ -10,8 +10,11 @@ import pytest
 from common_multidevice import fit_kwargs, problem
 
 import flowjax_lab as fl
-from flowjax_lab import train as train_mod
+from flowjax_lab import experiment
 from flowjax_lab.checkpoint import Checkpointer
+from flowjax_lab.experiment import vaes
+from flowjax_lab.experiment.config import load_config
+from flowjax_lab.training import fitting as train_mod
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -89,9 +92,6 @@ def test_sharded_log_prob_sample_and_batch_eval_equal_unsharded():
 def test_vae_run_on_four_devices_equals_one_device(tmp_path):
     """A VAE config trained and evaluated with ``train.devices: 4`` (fit on the mesh, IWAE test
     images split over the devices) gives the one-device run's params and metrics."""
-    from flowjax_lab import experiment, vae_experiment
-    from flowjax_lab.config import load_config
-
     config_path = os.path.join(os.path.dirname(__file__), "..", "configs", "vae_digits.yaml")
     runs = {}
     for devices in (1, 4):
@@ -113,9 +113,9 @@ def test_vae_run_on_four_devices_equals_one_device(tmp_path):
     assert four.metrics["val_elbo"] > four.metrics["val_elbo_init"] + 1.0  # it trained
     # IWAE on 4 devices: 4 images per device and call, as 16 per call on one device
     config = load_config(config_path, ["eval.iwae_k=40", "eval.iwae_chunk=20"])
-    problem, model, params = vae_experiment.load_run(four.run_dir, config)
-    k_test = jax.random.split(vae_experiment._keys(config)[2], 3)[0]
-    ref = vae_experiment.iwae_test_log_px(model, one.params, problem.test, k_test, 40, 20, 16)
+    _, problem, model, params = experiment.load_run(four.run_dir)
+    k_test = jax.random.split(experiment.run_keys(config).eval, 3)[0]
+    ref = vaes.iwae_test_log_px(model, one.params, problem.test, k_test, 40, 20, 16)
     np.testing.assert_allclose(four.metrics["test_log_px"], ref.mean(), rtol=1e-5)
     # the saved run re-evaluates on its devices to the same figures
     again = experiment.evaluate(four.run_dir)
@@ -123,7 +123,7 @@ def test_vae_run_on_four_devices_equals_one_device(tmp_path):
 
     # sharded IWAE: 1 image per device on 4 devices is 4 images per call on one
     x, key = problem.test[:10], jax.random.key(3)
-    ref = vae_experiment.iwae_test_log_px(model, params, x, key, k=30, chunk=10, batch=4)
+    ref = vaes.iwae_test_log_px(model, params, x, key, k=30, chunk=10, batch=4)
     mesh = fl.sharding.make_mesh()
-    got = vae_experiment.iwae_test_log_px(model, params, x, key, k=30, chunk=10, batch=1, mesh=mesh)
+    got = vaes.iwae_test_log_px(model, params, x, key, k=30, chunk=10, batch=1, mesh=mesh)
     np.testing.assert_allclose(got, ref, rtol=1e-5)

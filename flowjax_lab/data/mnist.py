@@ -25,6 +25,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from flowjax_lab.data.digits import logit_logdet
+from flowjax_lab.objectives import bits_per_dim
+
 MNIST_SHAPE = (28, 28)
 MNIST_DIM = 784
 MNIST_NUM_LEVELS = 256
@@ -190,8 +193,6 @@ def maf_bits_per_pixel(log_lik, y, alpha: float = MAF_ALPHA) -> np.ndarray:
     This is the conversion that gives the MAF paper's 2.01 bits/pixel for its Gaussian
     (-1366.9 nats).
     """
-    from flowjax_lab.data.digits import logit_logdet  # noqa: PLC0415  (digits imports jax)
-    from flowjax_lab.objectives import bits_per_dim  # noqa: PLC0415
 
     y = np.asarray(y)
     logdet = np.asarray(logit_logdet(y, alpha), np.float64)

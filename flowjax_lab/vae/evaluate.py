@@ -11,11 +11,10 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.scipy.special import logsumexp
 
 from flowjax_lab.core import as_key
-from flowjax_lab.objectives import check_num_samples, latent_log_weights
+from flowjax_lab.objectives import check_num_samples, latent_log_weights, mean_and_se
 from flowjax_lab.vae.model import VAE
 
 
@@ -63,15 +62,6 @@ def iwae_log_likelihood(model: VAE, params, x, key, k: int = 5000, chunk: int = 
         return total - math.log(k)
 
     return jax.vmap(one)(x, keys)
-
-
-def mean_and_se(values) -> tuple[float, float]:
-    """Mean of per-example values and its standard error sd / sqrt(n) (ddof = 1)."""
-    v = np.asarray(values, np.float64).ravel()
-    if v.size == 0:
-        raise ValueError("mean_and_se: no values")
-    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
-    return float(v.mean()), se
 
 
 __all__ = ["iwae_log_likelihood", "mean_and_se"]

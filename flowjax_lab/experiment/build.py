@@ -1,27 +1,31 @@
-"""What a config builds: the flow, the problem (data splits and/or target), the optimizer.
+"""What a config builds: the flow or VAE, the problem (data splits and/or target), the optimizer.
 
-``build_flow(config, dim)``, ``build_problem(config)`` and ``build_optimizer(train_config)`` are
-deterministic in the config (data splits from ``config.seed``); ``experiment.py`` runs them and
-``experiment.load_run`` rebuilds them from a saved run folder. Unknown names and params raise
-errors that name the key and the allowed values.
+``build_flow(config, dim)``, ``build_vae(config, dim)``, ``build_problem(config)`` and
+``optimizer_for(train_config)`` are deterministic in the config (data splits from
+``config.seed``); ``experiment.run`` runs them and ``experiment.load_run`` rebuilds them from a
+saved run folder. Unknown names and params raise errors that name the key and the allowed values.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from flowjax_lab import config as cfg
 from flowjax_lab import data as D
+from flowjax_lab import models
+from flowjax_lab import transforms as T
+from flowjax_lab import vae as V
 from flowjax_lab.core import Flow, chain, make_flow, stack
+from flowjax_lab.experiment import config as cfg
 from flowjax_lab.targets import QUADRATURE_LOG_Z, TARGETS, Target
+from flowjax_lab.training import default_optimizer
+from flowjax_lab.transforms.multiscale import max_levels
 
 # --------------------------------------------------------------------------- models
 
@@ -30,8 +34,6 @@ def _ready_made(name: str, *fields: str) -> Callable[[int, cfg.ModelConfig], Flo
     """A builder: ``fl.models.<name>(dim, **{field: model.<field>}, **model.params)``."""
 
     def build(dim: int, model: cfg.ModelConfig) -> Flow:
-        from flowjax_lab import models  # noqa: PLC0415  (imported on use: models sit above us)
-
         fn = getattr(models, name)
         kwargs = {f: getattr(model, f) for f in fields} | dict(model.params)
         allowed = [p for p in inspect.signature(fn).parameters if p != "dim"]
@@ -48,8 +50,6 @@ def _ready_made(name: str, *fields: str) -> Callable[[int, cfg.ModelConfig], Flo
 
 def _linear(dim: int, model: cfg.ModelConfig) -> Flow:
     """A Gaussian baseline: ``num_layers`` scanned copies of lu_linear -> affine."""
-    from flowjax_lab import transforms as T  # noqa: PLC0415
-
     if model.params:
         raise ValueError(f"config: model 'linear' takes no params, got {sorted(model.params)}")
     return make_flow(stack(chain(T.lu_linear(), T.affine()), model.num_layers), event_shape=(dim,))
@@ -57,8 +57,6 @@ def _linear(dim: int, model: cfg.ModelConfig) -> Flow:
 
 def _glow(image_shape: tuple[int, ...], model: cfg.ModelConfig) -> Flow:
     """``fl.models.glow(image_shape, **model.params)``; checks levels against the image first."""
-    from flowjax_lab import models  # noqa: PLC0415
-
     if not isinstance(image_shape, tuple) or len(image_shape) != 3:
         raise ValueError(
             f"config: model 'glow' needs image data (events (H, W, C)), got events of dimension "
@@ -72,8 +70,6 @@ def _glow(image_shape: tuple[int, ...], model: cfg.ModelConfig) -> Flow:
                 f"config: unknown key 'model.params.{key}' for fl.models.glow; "
                 f"allowed keys: {allowed}"
             )
-    from flowjax_lab.transforms.multiscale import max_levels  # noqa: PLC0415
-
     default = inspect.signature(models.glow).parameters["levels"].default
     levels, most = model.params.get("levels", default), max_levels(*image_shape[:2])
     if not isinstance(levels, int) or not 1 <= levels <= most:
@@ -350,27 +346,23 @@ def true_log_z(config: cfg.Config, target: Target) -> float | None:
     return QUADRATURE_LOG_Z.get(config.target.name) if not config.target.params else None
 
 
-# --------------------------------------------------------------------------- training pieces
+# --------------------------------------------------------------------------- VAE, optimizer
 
 
-def build_optimizer(tc: cfg.TrainConfig) -> optax.GradientTransformation:
-    """Adam on the configured learning-rate schedule, after global-norm clipping."""
-    if tc.schedule == "constant":
-        lr = tc.lr
-    elif tc.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(tc.lr, tc.steps, alpha=0.01)
-    else:
-        warmup = min(tc.warmup_steps, tc.steps - 1)
-        lr = optax.warmup_cosine_decay_schedule(0.0, tc.lr, warmup, tc.steps, tc.lr * 0.01)
-    adam = optax.adam(lr)
-    return adam if tc.clip is None else optax.chain(optax.clip_by_global_norm(tc.clip), adam)
+def build_vae(config: cfg.Config, dim: int) -> V.VAE:
+    """``fl.vae.vae(data_shape=(dim,), hidden=model.hidden, **model.params)``, keys checked."""
+    allowed = [p for p in inspect.signature(V.vae).parameters if p not in ("data_shape", "hidden")]
+    for key in config.model.params:
+        if key not in allowed:
+            raise ValueError(
+                f"config: unknown key 'model.params.{key}' for fl.vae.vae; allowed keys: {allowed}"
+            )
+    return V.vae(data_shape=(dim,), hidden=config.model.hidden, **config.model.params)
 
 
-def fit_objective(objective: Any) -> Any:
-    """The config's objective in ``fl.fit``'s form (a schedule becomes [(start, objective)])."""
-    if isinstance(objective, tuple):
-        return [(stage.start, stage.objective) for stage in objective]
-    return objective
+def optimizer_for(tc: cfg.TrainConfig) -> optax.GradientTransformation:
+    """``fl.default_optimizer`` with the config's ``train.lr / schedule / warmup_steps / clip``."""
+    return default_optimizer(tc.steps, tc.lr, tc.warmup_steps, tc.clip, tc.schedule)
 
 
 def in_data_units(flow: Flow, problem: Problem) -> Callable:
@@ -381,17 +373,17 @@ def in_data_units(flow: Flow, problem: Problem) -> Callable:
     return jax.jit(lambda params, x: flow.log_prob(params, to_model(x)) + shift)
 
 
-def batched(fn: Callable, params: Any, x: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """``fn(params, x)`` over rows of x in fixed-size chunks (one compile, bounded memory)."""
-    x = np.asarray(x, np.float32)
-    out = []
-    for i in range(0, len(x), chunk):
-        part = x[i : i + chunk]
-        padded = np.concatenate([part, np.repeat(part[:1], chunk - len(part), 0)], 0)
-        out.append(np.asarray(fn(params, padded))[: len(part)])
-    return np.concatenate(out, 0)
+def standardizer_json(problem: Problem) -> dict | None:
+    s = problem.standardizer
+    return (
+        None
+        if s is None
+        else {"mean": np.asarray(s.mean).tolist(), "std": np.asarray(s.std).tolist()}
+    )
 
 
-def mean_se(values: np.ndarray) -> tuple[float, float]:
-    values = np.asarray(values, np.float64)
-    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(max(len(values), 1)))
+def standardizer_from_json(saved: dict | None) -> D.Standardizer | None:
+    """The ``Standardizer`` that `standardizer_json` wrote (None stays None)."""
+    if saved is None:
+        return None
+    return D.Standardizer(*(jnp.asarray(saved[k]) for k in ("mean", "std")))

@@ -1,10 +1,9 @@
-"""The host side of ``fit``: dispatching chunks, feeding their data, the run's log,
-checkpoints and the loop that reads one chunk while the next one runs.
+"""The host side of ``fit``: dispatching chunks, the run's log, checkpoints, and the loop that
+reads one chunk while the next one runs.
 
 On a mesh (``fit(..., mesh=)``) only the placement changes: params, optimizer state and key
-are replicated, each chunk's rows are gathered on the host and sent as a global array split
-over the data axis (each process sends its own devices' rows), results are read from a local
-replica, and process 0 alone writes checkpoints (read by all).
+are replicated, each chunk's rows are sent as a global array split over the data axis, results
+are read from a local replica, and process 0 alone writes checkpoints (read by all).
 """
 
 from __future__ import annotations
@@ -18,9 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowjax_lab import sharding
-from flowjax_lab._train_step import TERMS, EpochShuffler, validation_loss
 from flowjax_lab.checkpoint import Checkpointer
 from flowjax_lab.core import combine, partition
+from flowjax_lab.training.objective import TERMS
+from flowjax_lab.training.step import StepInfo, TrainState
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -31,31 +31,25 @@ class TrainingDivergedError(FloatingPointError):
         self.step, self.params, self.opt_state, self.history = step, params, opt_state, history
 
 
-# --------------------------------------------------------------------------- the device side
-
-
 class Chunk(NamedTuple):
-    """A dispatched chunk: steps start .. stop - 1 from (tr, opt) to (new_tr, new_opt)."""
+    """A dispatched chunk: steps start .. stop - 1 from ``state`` to ``new_state``."""
 
     start: int
     stop: int
-    tr: Any
-    opt: Any
-    new_tr: Any
-    new_opt: Any
-    outs: Any
+    state: TrainState
+    new_state: TrainState
+    infos: StepInfo
     val: Any
 
 
-def compile_validation(flow, fixed, trainable, val, mesh=None, loss=None) -> Callable | None:
-    """``val_fn(tr) -> loss`` on the validation rows, compiled now (not mid-loop); or None.
+def compile_validation(loss, fixed, trainable, val, mesh=None) -> Callable | None:
+    """``val_fn(trainable) -> loss`` on the validation rows, compiled now (not mid-loop).
 
-    ``loss(params, x, ctx)`` defaults to ``validation_loss(flow)`` (the mean NLL). On a mesh the rows are split over the data axis when their count divides evenly (else
-    replicated) and the loss is replicated.
+    ``loss(params, x, ctx)``; None without validation rows. On a mesh the rows are split over
+    the data axis when their count divides evenly (else replicated), the loss replicated.
     """
     if val is None:
         return None
-    loss = validation_loss(flow) if loss is None else loss
     fn = lambda tr, x, c: loss(combine(tr, fixed), x, c)  # noqa: E731
     if mesh is None:
         x, c = jnp.asarray(val[0]), None if val[1] is None else jnp.asarray(val[1])
@@ -72,32 +66,8 @@ def compile_validation(flow, fixed, trainable, val, mesh=None, loss=None) -> Cal
     return lambda tr: compiled(tr, x, c)
 
 
-def feeder(inputs, data_key) -> Callable:
-    """``feed(start) -> (idx, x, ctx)``: the data rows of the chunk starting at ``start``.
-
-    One device: the data set goes to the device once and each chunk sends only its
-    (length, batch) row indices, drawn by ``EpochShuffler`` (see ``_train_step.step_rows``).
-    On a mesh: each chunk's rows (length, batch, *event) are gathered on the host, split over
-    the data axis along the batch dimension, and each process sends only its devices' part.
-    """
-    if inputs.data is None:
-        return lambda start: (None, None, None)
-    shuffler = EpochShuffler(data_key, inputs.data.shape[0], inputs.batch)
-    data, ctx, mesh = inputs.data, inputs.ctx_rows, inputs.mesh
-    if mesh is None:
-        data, ctx = jnp.asarray(data), None if ctx is None else jnp.asarray(ctx)
-        return lambda start: (jnp.asarray(shuffler.indices(start, inputs.length)), data, ctx)
-
-    def feed(start):
-        idx = shuffler.indices(start, inputs.length)
-        rows = lambda a: sharding.global_rows(lambda s: a[idx[:, s]], mesh, inputs.batch, 1)  # noqa: E731
-        return None, rows(data), None if ctx is None else rows(ctx)
-
-    return feed
-
-
 def launcher(chunk, feed, val_fn, step_key, *, length, steps, val_every, checkpoint_every):
-    """``launch(start, tr, opt, stop=None) -> Chunk``: dispatch one chunk without waiting.
+    """``launch(start, state, stop=None) -> Chunk``: dispatch one chunk without waiting.
 
     A chunk stops at the next validation or checkpoint step (``val_every`` /
     ``checkpoint_every`` None: no such stops) and validation runs on its end params.
@@ -110,19 +80,14 @@ def launcher(chunk, feed, val_fn, step_key, *, length, steps, val_every, checkpo
                 stop = min(stop, (start // every + 1) * every)
         return stop
 
-    def launch(start, tr, opt, stop=None):
+    def launch(start, state: TrainState, stop=None) -> Chunk:
         stop = next_stop(start) if stop is None else stop
-        new_tr, new_opt, outs = chunk(
-            tr, opt, step_key, feed(start), np.int32(start), np.int32(stop)
-        )
+        new_state, infos = chunk(state, step_key, feed(start), np.int32(stop))
         validate = val_fn is not None and (stop % val_every == 0 or stop == steps)
-        val = val_fn(new_tr) if validate else None
-        return Chunk(start, stop, tr, opt, new_tr, new_opt, outs, val)
+        val = val_fn(new_state.params) if validate else None
+        return Chunk(start, stop, state, new_state, infos, val)
 
     return launch
-
-
-# --------------------------------------------------------------------------- the host side
 
 
 class RunLog:
@@ -144,18 +109,19 @@ class RunLog:
         self.best_params, self.best_loss, self.best_step = params, None, None
         self.since, self.stopped = 0, False
 
-    def add_steps(self, start, ran, loss, parts, gnorm, w, elapsed) -> int:
+    def add_steps(self, start: int, ran: int, info: StepInfo, elapsed: float) -> int:
         """Record a chunk's steps up to its first non-finite one; returns how many were kept."""
-        bad = np.flatnonzero(~(np.isfinite(loss[:ran]) & np.isfinite(gnorm[:ran])))
+        finite = np.isfinite(info.loss[:ran]) & np.isfinite(info.grad_norm[:ran])
+        bad = np.flatnonzero(~finite)
         ok = ran if bad.size == 0 else int(bad[0])
         h = self.hist
         h["step"].append(np.arange(start, start + ok))
-        h["loss"].append(loss[:ok])
-        h["grad_norm"].append(gnorm[:ok])
+        h["loss"].append(info.loss[:ok])
+        h["grad_norm"].append(info.grad_norm[:ok])
         h["time"].append(np.full(ok, elapsed))
         for j, t in enumerate(self.used):
-            h[f"loss_{t}"].append(parts[:ok, j])
-            h[f"weight_{t}"].append(w[:ok, TERMS.index(t)])
+            h[f"loss_{t}"].append(info.terms[:ok, j])
+            h[f"weight_{t}"].append(info.weights[:ok, TERMS.index(t)])
         return ok
 
     def add_val(self, step, value, params, patience) -> None:
@@ -191,6 +157,9 @@ class RunLog:
         return out
 
 
+# --------------------------------------------------------------------------- checkpoints
+
+
 def open_checkpoints(checkpoint_dir, keep, resume) -> Checkpointer | None:
     """The run's Checkpointer (None without a directory); refuses to overwrite old runs."""
     if checkpoint_dir is None:
@@ -211,11 +180,11 @@ def checkpoint_trees(params, opt_state, best_params, key) -> dict:
 
 
 def restore(ckpt, log, key, params, opt_state):
-    """(key, step, trainable, opt_state) from the latest checkpoint; fills ``log``."""
+    """(key, TrainState) from the latest checkpoint; fills ``log``."""
     trees, meta, _ = ckpt.restore(checkpoint_trees(params, opt_state, params, key))
     log.load(meta, trees["best_params"])
-    trainable = partition(trees["params"])[0]
-    return jax.random.wrap_key_data(trees["key"]), int(meta["step"]), trainable, trees["opt_state"]
+    state = TrainState(partition(trees["params"])[0], trees["opt_state"], jnp.asarray(meta["step"], jnp.int32))
+    return jax.random.wrap_key_data(trees["key"]), state
 
 
 def save_checkpoint(ckpt, at, log, params, opt_state, key, config) -> bool:
@@ -226,49 +195,50 @@ def save_checkpoint(ckpt, at, log, params, opt_state, key, config) -> bool:
     return ckpt is not None
 
 
-def host_loop(launch, log, save, bar, state, *, steps, checkpoint_every, patience, fixed, t0):
-    """Run chunks from ``state = (tr, opt_state, step)`` to ``steps``; returns the end state.
+# --------------------------------------------------------------------------- the loop
+
+
+def host_loop(launch, log, save, bar, state: TrainState, *, start, steps, checkpoint_every,
+              patience, fixed, t0) -> TrainState:  # fmt: skip
+    """Run chunks from ``state`` (at step ``start``) to ``steps``; returns the end state.
 
     Pipelining: the next chunk is dispatched before this one's results are read, so the host
     work (NaN scan, history, validation read-out, checkpoint write, progress) overlaps device
     compute. A chunk that turns out not to be needed (early stop) is dropped.
     """
-    tr, opt_state, step = state
-    cur = launch(step, tr, opt_state) if step < steps and not log.stopped else None
+    cur = launch(start, state) if start < steps and not log.stopped else None
     while cur is not None:
-        nxt = launch(cur.stop, cur.new_tr, cur.new_opt) if cur.stop < steps else None
-        loss, parts, gnorm, w = sharding.to_host(cur.outs)
+        nxt = launch(cur.stop, cur.new_state) if cur.stop < steps else None
+        info = StepInfo(*sharding.to_host(tuple(cur.infos)))
         ran = cur.stop - cur.start
-        ok = log.add_steps(cur.start, ran, loss, parts, gnorm, w, time.perf_counter() - t0)
+        ok = log.add_steps(cur.start, ran, info, time.perf_counter() - t0)
         if ok < ran:
-            diverged(cur, ok, loss[ok], gnorm[ok], launch, save, log, fixed)
-        tr, opt_state, step = cur.new_tr, cur.new_opt, cur.stop
-        postfix = {"loss": f"{float(loss[ran - 1]):.4f}"}
+            diverged(cur, ok, info, launch, save, log, fixed)
+        state, step = cur.new_state, cur.stop
+        postfix = {"loss": f"{float(info.loss[ran - 1]):.4f}"}
         if cur.val is not None:
             v = float(sharding.to_host(cur.val))
-            log.add_val(step, v, combine(tr, fixed), patience)
+            log.add_val(step, v, combine(state.params, fixed), patience)
             postfix["val"] = f"{v:.4f}"
         if step % checkpoint_every == 0 or step == steps or log.stopped:
-            save(step, tr, opt_state)
+            save(step, state)
         bar.set_postfix(postfix, refresh=False)
         bar.update(ran)
         cur = None if log.stopped else nxt
-    return tr, opt_state, step
+    return state
 
 
-def diverged(cur, ok, loss, gnorm, launch, save, log, fixed):
+def diverged(cur: Chunk, ok: int, info: StepInfo, launch, save, log, fixed):
     """Redo ``cur`` up to its first bad step, checkpoint that state, raise the error."""
     at = cur.start + ok
-    tr, opt_state = cur.tr, cur.opt
-    if ok:
-        redo = launch(cur.start, cur.tr, cur.opt, stop=at)
-        tr, opt_state = redo.new_tr, redo.new_opt
-    where = f" and in the checkpoint at step {at}" if save(at, tr, opt_state) else ""
+    state = cur.state if not ok else launch(cur.start, cur.state, stop=at).new_state
+    where = f" and in the checkpoint at step {at}" if save(at, state) else ""
     raise TrainingDivergedError(
-        f"training diverged at step {at}: loss = {loss}, gradient norm = {gnorm}; the last "
-        f"good params (before step {at}) are on this error's .params{where}",
+        f"training diverged at step {at}: loss = {info.loss[ok]}, gradient norm = "
+        f"{info.grad_norm[ok]}; the last good params (before step {at}) are on this error's "
+        f".params{where}",
         at,
-        sharding.to_local(combine(tr, fixed)),
-        sharding.to_local(opt_state),
+        sharding.to_local(combine(state.params, fixed)),
+        sharding.to_local(state.opt_state),
         log.history(),
     )

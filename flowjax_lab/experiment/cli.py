@@ -1,4 +1,4 @@
-"""``flowjax-lab``: a thin argparse layer over ``experiment.py``.
+"""``flowjax-lab``: a thin argparse layer over ``flowjax_lab.experiment``.
 
   flowjax-lab train CONFIG.yaml [--set a.b=value ...]   train; prints the run folder and pictures
       [--coordinator HOST:PORT --num-processes N --process-id I]   one process of a multi-host
@@ -18,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from flowjax_lab import config as cfg
+from flowjax_lab import distributed
+from flowjax_lab.checks import positive_int
+from flowjax_lab.experiment import config as cfg
+from flowjax_lab.experiment import pipeline as experiment
 
 _LABELS = {
     "test_nll": "test NLL (nats, data units)",
@@ -89,8 +92,6 @@ def _format(metrics: dict) -> str:
 
 
 def _train(args) -> None:
-    from flowjax_lab import distributed, experiment  # noqa: PLC0415  (keeps `--help` fast)
-
     config = cfg.load_config(args.config, args.overrides)
     distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     result = experiment.run(config, progress=False if args.no_progress else None)
@@ -101,16 +102,11 @@ def _train(args) -> None:
 
 
 def _eval(args) -> None:
-    from flowjax_lab import experiment  # noqa: PLC0415
-
     print(_format(experiment.evaluate(args.run_dir, args.iwae_k, args.iwae_chunk)))
 
 
 def _sample(args) -> None:
-    from flowjax_lab import experiment  # noqa: PLC0415
-
-    if args.n < 1:
-        raise ValueError(f"-n must be a positive integer, got {args.n}")
+    positive_int(args.n, "-n")
     out = Path(args.output)
     if not out.parent.is_dir():
         raise ValueError(f"output folder {out.parent} does not exist")

@@ -1,6 +1,6 @@
 """PNG plots of a run with matplotlib's Agg backend: loss curves, 2-D densities, samples.
 
-Everything here takes numpy arrays (no JAX) and writes one PNG; ``experiment.py`` computes the
+Everything here takes numpy arrays (no JAX) and writes one PNG; ``flows.py`` and ``vaes.py`` compute the
 arrays (the model's log-density on a grid, samples) and calls these.
 """
 
