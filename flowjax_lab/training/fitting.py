@@ -171,15 +171,16 @@ def fit(
         result matches a one-device run to float tolerance. ``batch_size`` must divide evenly
         over the data devices. Multi-host: every process calls ``fl.distributed.initialize``
         first and passes the same arguments; process 0 writes the checkpoints.
-      binarize / dequantize / preprocess / batch_maps: maps of each step's data rows, run in
-        this order as one chain of ``(key, x) -> x`` functions (``fl.training.losses``), each on
+      binarize: with ``dequantize``, ``preprocess`` and ``batch_maps``, maps of each step's data
+        rows, run in this order as one chain of ``(key, x) -> x`` functions (``fl.training.losses``), each on
         its own key from fold_in(key, step), so resumable. ``binarize="dynamic"`` (a VAE with a
         Bernoulli likelihood): x ~ Bernoulli(rows), the rows intensities in [0, 1].
-        ``dequantize=L`` (flows trained by "mle"): rows of integer pixels in [0, L) become
+      dequantize: ``L`` (flows trained by "mle"): rows of integer pixels in [0, L) become
         (p + u) / L with fresh u ~ U[0, 1) (``val_data`` must already be dequantised, in model
-        units). ``preprocess`` (with ``dequantize``): a fixed function of the dequantised batch
+        units).
+      preprocess: (with ``dequantize``) a fixed function of the dequantised batch
         to model units (e.g. the MAF paper's logit); its Jacobian is not counted.
-        ``batch_maps``: further ``(key, x) -> x`` maps of your own.
+      batch_maps: further ``(key, x) -> x`` maps of your own, run last.
 
     Raises:
       ValueError: unknown objective, missing data or target, bad data (NaN/inf rows, shape), a
