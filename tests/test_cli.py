@@ -6,9 +6,11 @@ import json
 import math
 from pathlib import Path
 
+import chex
 import numpy as np
 import pytest
 
+import flowjax_lab as fl
 from flowjax_lab import experiment
 from flowjax_lab.experiment import build as problems
 from flowjax_lab.experiment import cli
@@ -75,6 +77,29 @@ def test_train_writes_the_run_folder(mle_run):
     assert summary["test_kl_gap"] == pytest.approx(
         summary["test_nll"] - summary["test_true_nll"], abs=1e-6
     )
+
+
+def test_cli_and_fl_fit_with_the_same_settings_give_the_same_params(mle_run):
+    """The CLI's optimizer is ``fl.default_optimizer`` with the config's lr (and fl.fit's
+    defaults for the rest): fl.fit on the same data, keys and steps gives the same params."""
+    run_dir, _ = mle_run
+    config, problem, flow, cli_params = experiment.load_run(run_dir)
+    keys = experiment.run_keys(config)
+    params = experiment.flows.init(flow, problem, keys.init)
+    tc = config.train
+    result = fl.fit(
+        keys.fit,
+        flow,
+        params,
+        data=problem.train,
+        val_data=problem.val,
+        steps=tc.steps,
+        batch_size=tc.batch_size,
+        val_every=tc.val_every,
+        optimizer=fl.default_optimizer(tc.steps, tc.lr),
+        progress=False,
+    )
+    chex.assert_trees_all_close(result.params, cli_params, rtol=1e-5, atol=1e-6)
 
 
 def test_eval_prints_the_saved_metrics(mle_run, capsys):

@@ -28,7 +28,7 @@ def test_four_devices_in_own_process():
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "x4_devices.py"]
     out = subprocess.run(cmd, env=_env(4), capture_output=True, text=True, cwd=HERE, timeout=600)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    assert "4 passed" in out.stdout, out.stdout[-2000:]
+    assert "5 passed" in out.stdout, out.stdout[-2000:]
 
 
 def test_two_processes_on_localhost_match_one_process(tmp_path):

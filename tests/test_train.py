@@ -384,3 +384,42 @@ def test_dequantize_draws_fresh_noise_every_step_and_checks_pixels():
         target = lambda x: -0.5 * jnp.sum(x**2)
         fl.fit(jax.random.key(1), flow, params, objective="reverse_kl",
                target_log_prob=target, dequantize=levels, **kw)  # fmt: skip
+
+
+def test_dequantize_takes_integer_pixels_as_the_data_loaders_return_them():
+    """``fl.data.load_digits_images`` gives uint8 pixels: ``fit(dequantize=17)`` trains on them
+    directly, exactly as on the same pixels given as floats."""
+    pixels = fl.data.load_digits_images(jax.random.key(0)).train[:64].reshape(64, -1)
+    assert pixels.dtype == np.uint8
+    flow = fl.make_flow(T.affine(), event_shape=(64,))
+    params = flow.init(jax.random.key(0))
+    kw = dict(steps=5, batch_size=32, dequantize=17, progress=False)
+    as_uint8 = fl.fit(jax.random.key(1), flow, params, data=pixels, **kw)
+    as_float = fl.fit(jax.random.key(1), flow, params, data=pixels.astype(np.float32), **kw)
+    np.testing.assert_array_equal(as_uint8.history["loss"], as_float.history["loss"])
+    assert np.all(np.isfinite(as_uint8.history["loss"]))
+
+
+def test_train_step_is_a_pure_function_of_named_tuples():
+    """``fl.training.train_step``: jitted by the caller, state and info are named tuples, and a
+    second call with new values does not retrace."""
+    flow, params = _flow(1)
+    data = jnp.asarray(_gaussian_data(jax.random.key(3), 64))
+    trainable, fixed = fl.partition(params)
+    optimizer = optax.adam(1e-2)
+    setup = fl.training.StepSetup(
+        losses=fl.training.losses.term_losses(
+            flow, fl.training.parse_objective("mle"), None, 64, None, None
+        ),
+        optimizer=optimizer,
+        objective=fl.training.parse_objective("mle"),
+        fixed=fixed,
+    )
+    step = chex.assert_max_traces(fl.training.make_step(setup), n=1)
+    step = jax.jit(step)
+    state = fl.training.TrainState(trainable, optimizer.init(trainable), jnp.zeros((), jnp.int32))
+    for i in range(3):
+        state, info = step(state, fl.training.Batch(data), jax.random.key(i))
+    assert isinstance(info, fl.training.StepInfo) and int(state.step) == 3
+    assert info.terms.shape == (1,) and float(info.loss) == float(info.terms[0])
+    assert float(info.weights[fl.training.TERMS.index("mle")]) == 1.0

@@ -7,6 +7,7 @@ model, data/target problem, optimizer), ``folder`` (run folder, keys, metrics), 
 ``evaluate``, ``sample``, ``load_run``), ``plots``, ``cli``.
 """
 
+from flowjax_lab.experiment import flows, vaes
 from flowjax_lab.experiment.config import Config, from_dict, load_config
 from flowjax_lab.experiment.folder import RunResult, run_keys
 from flowjax_lab.experiment.pipeline import KINDS, Kind, evaluate, load_run, run, sample
@@ -17,10 +18,12 @@ __all__ = [
     "Kind",
     "RunResult",
     "evaluate",
+    "flows",
     "from_dict",
     "load_config",
     "load_run",
     "run",
     "run_keys",
     "sample",
+    "vaes",
 ]
