@@ -62,6 +62,21 @@ def randomize_params(key, params, scale: float = 0.3, *, fan_in_relative: bool =
     return jax.tree.unflatten(tree, noisy)
 
 
+def _tolerances(dtype, atol: float | None, rtol: float | None) -> tuple[float, float]:
+    """(atol, rtol): the given ones, else the dtype's defaults."""
+    default_atol, default_rtol = _TOLERANCES.get(np.dtype(dtype), (1e-4, 1e-4))
+    return (default_atol if atol is None else atol), (default_rtol if rtol is None else rtol)
+
+
+def _perturbed(key, init, param_scales, fan_in_relative: bool) -> list[tuple[str, object]]:
+    """[(label, params)]: ``init`` perturbed by `randomize_params` at each scale."""
+    keys = jax.random.split(key, len(param_scales))
+    return [
+        (f"param scale {scale}", randomize_params(k, init, scale, fan_in_relative=fan_in_relative))
+        for scale, k in zip(param_scales, keys)
+    ]
+
+
 def _flat_logdet(fn, v):
     """log|det| of the Jacobian of ``fn`` (event -> event) on the flattened event."""
     jac = jax.jacfwd(lambda u: fn(u.reshape(v.shape)).reshape(-1))(v.reshape(-1))
@@ -105,19 +120,10 @@ def check_transform(
     which about halves compile time).
     """
     dtype = np.dtype(x_example.dtype)
-    default_atol, default_rtol = _TOLERANCES.get(dtype, (1e-4, 1e-4))
-    atol = default_atol if atol is None else atol
-    rtol = default_rtol if rtol is None else rtol
+    atol, rtol = _tolerances(dtype, atol, rtol)
     k_init, k_noise, k_x, k_z, k_c = jax.random.split(as_key(key), 5)
     if params is None:
-        init = t.init(k_init, x_example)
-        trials = [
-            (
-                f"param scale {scale}",
-                randomize_params(k, init, scale, fan_in_relative=fan_in_relative),
-            )
-            for scale, k in zip(param_scales, jax.random.split(k_noise, len(param_scales)))
-        ]
+        trials = _perturbed(k_noise, t.init(k_init, x_example), param_scales, fan_in_relative)
     else:
         trials = [("given params", params)]
     shape = (num_events, *x_example.shape)
@@ -228,9 +234,7 @@ def check_flow(
     (`randomize_params`), so wide conditioners get weights of trained size, not of 100x that.
     """
     x_example = jnp.zeros(flow.event_shape, dtype)
-    default_atol, default_rtol = _TOLERANCES.get(np.dtype(dtype), (1e-4, 1e-4))
-    atol = default_atol if atol is None else atol
-    rtol = default_rtol if rtol is None else rtol
+    atol, rtol = _tolerances(dtype, atol, rtol)
     k_check, k_init, k_noise, k_sample, k_x, k_c = jax.random.split(as_key(key), 6)
     check_transform(flow.transform, x_example, key=k_check, atol=atol, rtol=rtol,
                     context_dim=context_dim, num_events=num_events, param_scales=param_scales,
@@ -257,10 +261,8 @@ def check_flow(
             by_parts,
         )
 
-    for scale, k in zip(param_scales, jax.random.split(k_noise, len(param_scales))):
-        p = randomize_params(k, init, scale, fan_in_relative=fan_in_relative)
+    for where, p in _perturbed(k_noise, init, param_scales, fan_in_relative):
         samples, alone, log_q, log_p_samples, log_p, by_parts = run(p)
-        where = f"param scale {scale}"
         _close(f"{where}: sample == samples of sample_and_log_prob", alone, samples, atol, rtol)
         _close(f"{where}: sample_and_log_prob log q == log_prob(samples)", log_q, log_p_samples,
                atol, rtol)  # fmt: skip

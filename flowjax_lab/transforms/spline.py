@@ -37,8 +37,13 @@ LOG_SLOPE_BOUND = 2.5
 # --------------------------------------------------------------------------- affine transformer
 
 
+def _soft_clamp(raw: Array, bound: float) -> Array:
+    """``bound * tanh(raw / bound)``: the identity near 0, within (-bound, bound) everywhere."""
+    return bound * jnp.tanh(raw / bound)
+
+
 def _log_scale(raw: Array) -> Array:
-    return LOG_SCALE_BOUND * jnp.tanh(raw / LOG_SCALE_BOUND)
+    return _soft_clamp(raw, LOG_SCALE_BOUND)
 
 
 def affine_transformer(x: Array, raw: Array) -> tuple[Array, Array]:
@@ -57,11 +62,6 @@ def affine_transformer_inverse(y: Array, raw: Array) -> tuple[Array, Array]:
 
 
 # --------------------------------------------------------------------------- spline transformer
-
-
-def _soft_clamp(raw: Array, bound: float) -> Array:
-    """``bound * tanh(raw / bound)``: the identity near 0, within (-bound, bound) everywhere."""
-    return bound * jnp.tanh(raw / bound)
 
 
 def _bin_fractions(widths: Array, heights: Array) -> tuple[Array, Array]:
