@@ -50,7 +50,9 @@ def train_one(args, mixing: str, images, max_steps: int, minutes: float | None) 
     )
     key = jax.random.key(args.seed)
     k_init, k_noise, k_test = jax.random.split(key, 3)
-    dequantize = lambda k, p: (p.astype(jnp.float32) + jax.random.uniform(k, p.shape)) / 256.0  # noqa: E731
+    def dequantize(k, p):
+        return fl.objectives.uniform_dequantize_pixels(k, p.astype(jnp.float32), 256)
+
     first = dequantize(k_init, jnp.asarray(images.train[:256]))
     params = jax.jit(lambda k, x: fl.data_init(flow, k, x))(k_init, first)
     trainable, fixed = fl.partition(params)

@@ -23,7 +23,6 @@ import optax
 
 import flowjax_lab as fl
 from _common import compile_seconds, device_info, print_table, time_call, write_results
-from flowjax_lab import dequantization as dq
 from flowjax_lab.data import load_mnist_pixels
 
 LOG_SCALE_BOUND = 5.0  # the library's soft clamp of coupling log-scales
@@ -106,7 +105,7 @@ def _train_step(loss, optimizer):
 def main(batch: int = 64, hidden: int = 64, levels: int = 2, repeats: int = 7) -> None:
     print("device:", device_info())
     pixels = load_mnist_pixels().train[:batch].reshape(batch, 28, 28, 1)
-    x = jnp.asarray(dq.uniform_dequantize(jax.random.key(0), pixels))
+    x = jnp.asarray(fl.data.dequantize_images(jax.random.key(0), pixels, 256))
     optimizer = optax.adam(1e-3)
     rows = []
     for k in (2, 8):

@@ -40,6 +40,7 @@ import argparse
 import math
 import os
 import time
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -49,6 +50,7 @@ import flowjax_lab as fl
 from _common import device_info, print_table, write_results
 from flowjax_lab import data
 from flowjax_lab.experiment.vaes import iwae_test_log_px
+from flowjax_lab.objectives import mean_and_se
 
 ROWS = {  # name: (posterior, objective)
     "vae": ("diagonal", "elbo"),
@@ -58,6 +60,52 @@ ROWS = {  # name: (posterior, objective)
 }
 ANCHORS = {"vae": -86.76, "vae_iaf": None, "iwae_5": -85.54, "iwae_50": -84.78}
 PAPER_PASSES = sum(3**i for i in range(8))  # 3,280
+COLUMNS = [
+    "row",
+    "objective",
+    "posterior",
+    "steps",
+    "epochs",
+    "train_s",
+    "test_log_px",
+    "test_log_px_se",
+    "minus_vae",
+    "minus_vae_se",
+    "eval_s",
+    "paper",
+]
+
+
+class Plan(NamedTuple):
+    """What every row trains on and is scored on."""
+
+    train: np.ndarray  # training intensities (binarised afresh every step)
+    steps: int
+    steps_per_pass: int
+    schedule: optax.Schedule
+    test: np.ndarray  # the scored test images
+
+
+class Keys(NamedTuple):  # the same for every row
+    init: jax.Array
+    fit: jax.Array
+    eval: jax.Array
+
+
+class Trained(NamedTuple):
+    model: fl.vae.VAE
+    result: fl.FitResult
+    seconds: float
+
+
+class Scored(NamedTuple):
+    log_px: np.ndarray  # per test image, IWAE-``--eval-k``
+    seconds: float
+
+
+class Results(NamedTuple):
+    rows: list[dict]
+    path: str  # the JSON written after the last row
 
 
 def paper_schedule(steps_per_pass: int) -> optax.Schedule:
@@ -70,7 +118,7 @@ def paper_schedule(steps_per_pass: int) -> optax.Schedule:
     return optax.join_schedules([optax.constant_schedule(v) for v in values], bounds)
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=25000, help="training steps per row")
     parser.add_argument("--batch", type=int, default=20, help="images per step (paper: 20)")
@@ -84,118 +132,142 @@ def main() -> None:
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {list(ROWS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="vae_mnist", help="results/<out>.json")
-    args = parser.parse_args()
-    rows = args.rows.split(",")
-    unknown = [r for r in rows if r not in ROWS]
+    args = parser.parse_args(argv)
+    unknown = [r for r in args.rows.split(",") if r not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    return args
+
+
+def make_plan(args, mnist: data.BinarizedData) -> Plan:
+    """CPU default: ``--steps`` with a cosine decay; ``--full``: the paper's passes and schedule
+    on train + validation."""
+    train = np.concatenate([mnist.train, mnist.val]) if args.full else mnist.train
+    steps_per_pass = math.ceil(len(train) / args.batch)
+    if args.full:
+        steps, schedule = PAPER_PASSES * steps_per_pass, paper_schedule(steps_per_pass)
+    else:
+        steps, schedule = args.steps, optax.cosine_decay_schedule(1e-3, args.steps, alpha=0.1)
+    eval_n = args.eval_n or (10000 if args.full else 2000)
+    return Plan(train, steps, steps_per_pass, schedule, mnist.test[:eval_n])
+
+
+def print_plan(args, plan: Plan, binarization_seed: int) -> None:
+    print(
+        f"train {len(plan.train)} images, {plan.steps} steps of batch {args.batch} "
+        f"({plan.steps / plan.steps_per_pass:.1f} passes); test log p(x) by IWAE-{args.eval_k} on "
+        f"{len(plan.test)} test images (binarised with default_rng({binarization_seed}))",
+        flush=True,
+    )
+
+
+def train_row(args, plan: Plan, name: str, keys: Keys) -> Trained:
+    """Row ``name``'s VAE trained by ``fl.fit`` for ``plan.steps`` (timed, compile included)."""
+    posterior, objective = ROWS[name]
+    model = fl.vae.vae((784,), latent_dim=50, hidden=(200, 200), posterior=posterior)
+    params = jax.jit(model.init)(keys.init)
+    optimizer = optax.adam(plan.schedule, eps=1e-4)
+    start = time.perf_counter()
+    result = fl.fit(
+        keys.fit,
+        model,
+        params,
+        objective=objective,
+        data=plan.train,
+        binarize="dynamic",
+        steps=plan.steps,
+        batch_size=args.batch,
+        optimizer=optimizer,
+        steps_per_chunk=500,
+        progress=False,
+    )
+    jax.block_until_ready(result.params)
+    return Trained(model, result, time.perf_counter() - start)
+
+
+def score_test(args, plan: Plan, trained: Trained, key) -> Scored:
+    """Per-image test log p(x) by IWAE-``--eval-k`` (timed)."""
+    start = time.perf_counter()
+    log_px = iwae_test_log_px(
+        trained.model,
+        trained.result.params,
+        plan.test,
+        key,
+        args.eval_k,
+        args.eval_chunk,
+        args.eval_batch,
+    )
+    return Scored(log_px, time.perf_counter() - start)
+
+
+def result_row(args, plan: Plan, name: str, trained: Trained, scored: Scored, vae_log_px) -> dict:
+    """The row's JSON / table entry; ``minus_vae`` is the paired difference to ``vae_log_px``
+    (the ``vae`` row's per-image log p(x), when it ran before this row)."""
+    posterior, objective = ROWS[name]
+    result = trained.result
+    mean, se = mean_and_se(scored.log_px)
+    row = {
+        "row": name,
+        "posterior": posterior,
+        "objective": objective if isinstance(objective, str) else f"iwae k={objective['iwae']}",
+        "steps": int(result.step),
+        "batch": args.batch,
+        "epochs": round(result.step * args.batch / len(plan.train), 2),
+        "train_s": round(trained.seconds, 1),
+        "final_train_loss": float(np.nanmean(result.history["loss"][-500:])),
+        "test_log_px": mean,
+        "test_log_px_se": se,
+        "eval_k": args.eval_k,
+        "eval_n": len(plan.test),
+        "eval_s": round(scored.seconds, 1),
+        "paper": ANCHORS[name],
+    }
+    if vae_log_px is not None:
+        row["minus_vae"], row["minus_vae_se"] = mean_and_se(scored.log_px - vae_log_px)
+    return row
+
+
+def run_rows(args, plan: Plan, extra: dict) -> Results:
+    """Each ``--rows`` row trained and scored with the same keys; the JSON rewritten after each."""
+    keys = Keys(*jax.random.split(jax.random.key(args.seed), 3))
+    rows, per_image, path = [], {}, None
+    for name in args.rows.split(","):
+        trained = train_row(args, plan, name, keys)
+        scored = score_test(args, plan, trained, keys.eval)
+        per_image[name] = scored.log_px
+        vae_log_px = per_image.get("vae") if name != "vae" else None
+        row = result_row(args, plan, name, trained, scored, vae_log_px)
+        rows.append(row)
+        print(
+            f"{name}: log p(x) {row['test_log_px']:.2f} +- {row['test_log_px_se']:.2f} "
+            f"(train {trained.seconds:.0f} s, eval {scored.seconds:.0f} s)",
+            flush=True,
+        )
+        path = write_results(args.out, rows, extra)
+    return Results(rows, path)
+
+
+def main() -> None:
+    args = parse_args()
     info = device_info()
     print(
         f"device: {info['platform']} ({info['device']}) x{info['num_devices']}, jax {info['jax']}"
     )
-
     load_at_start = os.getloadavg()  # the machine is shared: record how busy it was
     print(f"load average at start: {load_at_start}")
     mnist = data.load_binarized_mnist()
-    train = np.concatenate([mnist.train, mnist.val]) if args.full else mnist.train
-    steps_per_pass = math.ceil(len(train) / args.batch)
-    if args.full:
-        steps = PAPER_PASSES * steps_per_pass
-        schedule = paper_schedule(steps_per_pass)
-    else:
-        steps = args.steps
-        schedule = optax.cosine_decay_schedule(1e-3, steps, alpha=0.1)
-    eval_n = args.eval_n or (10000 if args.full else 2000)
-    test = mnist.test[:eval_n]
-    print(
-        f"train {len(train)} images, {steps} steps of batch {args.batch} "
-        f"({steps / steps_per_pass:.1f} passes); test log p(x) by IWAE-{args.eval_k} on "
-        f"{len(test)} test images (binarised with default_rng({mnist.seed}))",
-        flush=True,
-    )
-    key = jax.random.key(args.seed)
-    k_init, k_fit, k_eval = jax.random.split(key, 3)
-    results, per_image = [], {}
-    for name in rows:
-        posterior, objective = ROWS[name]
-        model = fl.vae.vae((784,), latent_dim=50, hidden=(200, 200), posterior=posterior)
-        params = jax.jit(model.init)(k_init)
-        optimizer = optax.adam(schedule, eps=1e-4)
-        start = time.perf_counter()
-        result = fl.fit(
-            k_fit,
-            model,
-            params,
-            objective=objective,
-            data=train,
-            binarize="dynamic",
-            steps=steps,
-            batch_size=args.batch,
-            optimizer=optimizer,
-            steps_per_chunk=500,
-            progress=False,
-        )
-        jax.block_until_ready(result.params)
-        train_s = time.perf_counter() - start
-        start = time.perf_counter()
-        log_px = iwae_test_log_px(
-            model, result.params, test, k_eval, args.eval_k, args.eval_chunk, args.eval_batch
-        )
-        eval_s = time.perf_counter() - start
-        per_image[name] = log_px
-        mean, se = fl.vae.mean_and_se(log_px)
-        row = {
-            "row": name,
-            "posterior": posterior,
-            "objective": objective if isinstance(objective, str) else f"iwae k={objective['iwae']}",
-            "steps": int(result.step),
-            "batch": args.batch,
-            "epochs": round(result.step * args.batch / len(train), 2),
-            "train_s": round(train_s, 1),
-            "final_train_loss": float(np.nanmean(result.history["loss"][-500:])),
-            "test_log_px": mean,
-            "test_log_px_se": se,
-            "eval_k": args.eval_k,
-            "eval_n": len(test),
-            "eval_s": round(eval_s, 1),
-            "paper": ANCHORS[name],
-        }
-        if "vae" in per_image and name != "vae":
-            row["minus_vae"], row["minus_vae_se"] = fl.vae.mean_and_se(log_px - per_image["vae"])
-        results.append(row)
-        print(
-            f"{name}: log p(x) {mean:.2f} +- {se:.2f} (train {train_s:.0f} s, eval {eval_s:.0f} s)",
-            flush=True,
-        )
-        path = write_results(
-            args.out,
-            results,
-            {
-                "args": vars(args),
-                "paper_passes": PAPER_PASSES,
-                "binarization_seed": mnist.seed,
-                "load_average_at_start": load_at_start,
-            },
-        )
+    plan = make_plan(args, mnist)
+    print_plan(args, plan, mnist.seed)
+    extra = {
+        "args": vars(args),
+        "paper_passes": PAPER_PASSES,
+        "binarization_seed": mnist.seed,
+        "load_average_at_start": load_at_start,
+    }
+    results = run_rows(args, plan, extra)
     print()
-    print_table(
-        results,
-        [
-            "row",
-            "objective",
-            "posterior",
-            "steps",
-            "epochs",
-            "train_s",
-            "test_log_px",
-            "test_log_px_se",
-            "minus_vae",
-            "minus_vae_se",
-            "eval_s",
-            "paper",
-        ],
-    )
-    print(f"\nwrote {path}")
+    print_table(results.rows, COLUMNS)
+    print(f"\nwrote {results.path}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import jax
 import numpy as np
 from flax import serialization
 
+from flowjax_lab.checks import positive_int
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be restored (corrupt, or saved from different trees)."""
@@ -73,8 +75,7 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | os.PathLike, keep: int = 3):
-        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
-            raise ValueError(f"keep must be a positive integer, got {keep!r}")
+        keep = positive_int(keep, "keep")
         self.directory, self.keep = os.path.abspath(os.fspath(directory)), keep
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise CheckpointError(f"{self.directory} exists and is not a directory")

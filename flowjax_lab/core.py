@@ -15,6 +15,8 @@ import distrax
 import jax
 import jax.numpy as jnp
 
+from flowjax_lab.checks import positive_int
+
 Array = jax.Array
 Params = Any  # a pytree of arrays
 
@@ -218,8 +220,7 @@ def stack(t: Transform, n: int) -> Transform:
     structure such as random permutations differs). The body is traced once: compile time does
     not grow with n. Cost: n times that of ``t``.
     """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"stack needs a positive integer number of copies, got {n!r}")
+    n = positive_int(n, "stack: n (the number of copies)")
 
     def init(key, x_example, *, data=None, context=None):
         keys = jax.random.split(as_key(key), n)

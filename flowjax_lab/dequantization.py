@@ -29,10 +29,11 @@ import jax
 import jax.numpy as jnp
 
 from flowjax_lab import transforms as T
+from flowjax_lab.checks import positive_int
 from flowjax_lab.core import Flow, Transform, as_key, chain, stack, standard_normal
-from flowjax_lab.data.digits import dequantize, logit_logdet, logit_transform
-from flowjax_lab.data.images import check_pixels, dequantize_images
-from flowjax_lab.objectives import bits_per_dim
+from flowjax_lab.data.digits import logit_logdet, logit_transform
+from flowjax_lab.data.images import check_pixels
+from flowjax_lab.objectives import bits_per_dim, uniform_dequantize_pixels
 from flowjax_lab.transforms.image import squeeze_image, unsqueeze_image
 
 Array = jax.Array
@@ -41,12 +42,8 @@ Array = jax.Array
 def num_levels_of(num_bits: int = 8, num_levels: int | None = None) -> int:
     """L = 2^num_bits, or ``num_levels`` when given (e.g. 17 for the 8x8 digits)."""
     if num_levels is not None:
-        if not isinstance(num_levels, int) or isinstance(num_levels, bool) or num_levels < 2:
-            raise ValueError(f"num_levels must be an integer >= 2, got {num_levels!r}")
-        return num_levels
-    if not isinstance(num_bits, int) or isinstance(num_bits, bool) or not 1 <= num_bits <= 16:
-        raise ValueError(f"num_bits must be an integer in [1, 16], got {num_bits!r}")
-    return 2**num_bits
+        return positive_int(num_levels, "num_levels", minimum=2)
+    return 2 ** positive_int(num_bits, "num_bits", maximum=16)
 
 
 def _check(pixels, levels: int, image_shape=None) -> Array:
@@ -62,15 +59,6 @@ def _check(pixels, levels: int, image_shape=None) -> Array:
             f" got {tuple(pixels.shape)}"
         )
     return pixels
-
-
-def uniform_dequantize(key, pixels, num_bits: int = 8, *, num_levels: int | None = None):
-    """x = (p + u) / L with u ~ U[0, 1), L = 2^num_bits (or ``num_levels``); float32 in [0, 1).
-
-    Raises:
-      ValueError: a pixel value outside [0, L) or not an integer, naming it.
-    """
-    return dequantize_images(key, pixels, num_levels_of(num_bits, num_levels))
 
 
 def preprocess(x: Array, alpha: float | None = None, event_ndim: int = 3) -> tuple[Array, Array]:
@@ -167,7 +155,7 @@ def dequantization_bound(
         dtype = jnp.zeros(()).dtype
         if dequantizer is None:
             flow_params, log_q = params, jnp.zeros(pixels.shape[:1], dtype)
-            x = dequantize(key, pixels, levels).astype(dtype)
+            x = uniform_dequantize_pixels(key, pixels.astype(dtype), levels)
         else:
             flow_params = params["flow"]
             u, log_q = dequantizer.sample_and_log_prob(params["dequantizer"], key, pixels)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from flowjax_lab import transforms as T
+from flowjax_lab.checks import positive_int
 from flowjax_lab.core import Flow, Transform, chain, make_flow, stack
 from flowjax_lab.transforms.multiscale import check_levels
 
@@ -21,10 +22,8 @@ _PERMUTATIONS = {
 
 
 def _check_common(dim: int, num_layers: int, permutation, mixing) -> None:
-    if not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
-    if not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+    positive_int(dim, "dim")
+    positive_int(num_layers, "num_layers")
     if permutation not in _PERMUTATIONS:
         raise ValueError(f"permutation must be one of {list(_PERMUTATIONS)}, got {permutation!r}")
     if mixing not in (None, "lu"):
@@ -298,14 +297,7 @@ def glow(
     """
     shape = _image_shape(image_shape)
     check_levels(shape, levels, "glow")
-    if (
-        not isinstance(steps_per_level, int)
-        or isinstance(steps_per_level, bool)
-        or steps_per_level < 1
-    ):
-        raise ValueError(
-            f"glow: steps_per_level must be a positive integer, got {steps_per_level!r}"
-        )
+    positive_int(steps_per_level, "glow: steps_per_level")
     step = glow_step(
         coupling, mixing, hidden_channels, bins=bins, bound=bound, kernel_size=kernel_size
     )

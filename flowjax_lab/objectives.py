@@ -289,8 +289,9 @@ def ess(log_w: jax.Array) -> jax.Array:
 
 def uniform_dequantize_pixels(key, pixels: jax.Array, num_levels: int) -> jax.Array:
     """x = (p + u) / L with u ~ U[0, 1), in the float dtype of ``pixels``: integer pixels
-    {0..L-1} to [0, 1). No checks, so it runs under jit (``fit(dequantize=L)`` draws it every
-    step; ``data.dequantize`` casts to float32 first). Cost O(size)."""
+    {0..L-1} to [0, 1). The one dequantisation formula of the package. No checks, so it runs
+    under jit (``fit(dequantize=L)`` draws it every step); ``data.dequantize_images`` is the
+    checked version for whole datasets. Cost O(size)."""
     u = jax.random.uniform(as_key(key), jnp.shape(pixels), pixels.dtype)
     return (pixels + u) / num_levels
 

@@ -28,6 +28,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from flowjax_lab.checks import positive_int
+
 DATA, MODEL = "data", "model"
 
 __all__ = [
@@ -68,7 +70,7 @@ def make_mesh(devices: int | Sequence[jax.Device] | None = None, *, model: int =
             )
         devices = all_devices[:devices]
     devices = list(devices)
-    if not isinstance(model, int) or model < 1 or len(devices) % model:
+    if positive_int(model, "model") and len(devices) % model:
         raise ValueError(f"model={model!r} must be a positive divisor of {len(devices)} devices")
     shape = (len(devices) // model, model)
     return jax.make_mesh(shape, (DATA, MODEL), (AxisType.Auto,) * 2, devices=devices)
@@ -224,8 +226,7 @@ def sharded_sample(flow, params, key, n: int, mesh: Mesh, context=None) -> np.nd
     The samples equal an unsharded ``flow.sample`` (partitionable threefry draws each row from
     its own counter); n is padded to a multiple of the data devices and trimmed.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = positive_int(n, "n")
     total = n + (-n % data_size(mesh))
     jitted = jax.jit(
         lambda p, k, c: flow.sample(p, k, total, c), out_shardings=batch_sharding(mesh)

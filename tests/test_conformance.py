@@ -48,32 +48,36 @@ def test_model_conformance_float32(name):
     )
 
 
-X64_SHARDS = 3
+LAYER_SHARDS, MODEL_SHARDS = 2, 2
 
 
-@pytest.mark.parametrize("shard", range(X64_SHARDS))
-def test_conformance_float64_in_own_process(shard):
+def _x64_conformance(test: str, shard: int, shards: int, cases: dict) -> None:
+    """Run x64_conformance.py's ``test`` on every ``shards``-th case from ``shard`` in a fresh
+    process with JAX_ENABLE_X64=1, and check that each of those cases ran and passed."""
     path = os.pathsep.join([HERE, os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")])
     env = {
         **os.environ,
         "JAX_ENABLE_X64": "1",
         "PYTHONPATH": path,
-        "CONFORMANCE_SHARD": f"{shard}/{X64_SHARDS}",
+        "CONFORMANCE_SHARD": f"{shard}/{shards}",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-x",
-        os.path.join(HERE, "x64_conformance.py"),
-    ]
+    script = os.path.join(HERE, "x64_conformance.py")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", f"{script}::{test}"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    names = sorted(CASES)[shard::X64_SHARDS] + sorted(MODEL_CASES)[shard::X64_SHARDS]
+    names = sorted(cases)[shard::shards]
     assert f"{len(names)} passed" in out.stdout, out.stdout[-2000:]
+
+
+@pytest.mark.parametrize("shard", range(LAYER_SHARDS))
+def test_conformance_float64_in_own_process(shard):
+    _x64_conformance("test_conformance_float64", shard, LAYER_SHARDS, CASES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shard", range(MODEL_SHARDS))
+def test_model_conformance_float64_in_own_process(shard):
+    _x64_conformance("test_model_conformance_float64", shard, MODEL_SHARDS, MODEL_CASES)
 
 
 def test_registry_covers_all_factories():

@@ -64,11 +64,13 @@ def _run(args: list[str]) -> str:
     return out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(CHECKS))
 def test_example_runs(script):
     CHECKS[script](_run([os.path.join(EXAMPLES, script)]))
 
 
+@pytest.mark.slow
 def test_readme_example_runs():
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         readme = f.read()

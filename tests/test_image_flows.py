@@ -47,11 +47,11 @@ def test_squeeze_unsqueeze_exact_inverse_and_layout():
         (lambda: T.emerging_conv(2), r"kernel_size must be odd, got 2"),
         (lambda: T.image_affine_coupling(4).init(jax.random.key(0), jnp.zeros((4, 4, 1))),
          r"at least 2 channels, got C = 1"),
-        (lambda: dq.uniform_dequantize(jax.random.key(0), np.array([0, 3, 256])),
+        (lambda: fl.data.dequantize_images(jax.random.key(0), np.array([0, 3, 256]), 256),
          r"value 256 at flat index 2 is outside \[0, 256\)"),
-        (lambda: dq.uniform_dequantize(jax.random.key(0), np.array([-1.0, 3.0])),
+        (lambda: fl.data.dequantize_images(jax.random.key(0), np.array([-1.0, 3.0]), 256),
          r"value -1.0 .*outside \[0, 256\)"),
-        (lambda: dq.uniform_dequantize(jax.random.key(0), np.array([2.5]), num_bits=4),
+        (lambda: fl.data.dequantize_images(jax.random.key(0), np.array([2.5]), 16),
          r"value 2.5 .*not an integer.*\[0, 16\)"),
     ],
 )  # fmt: skip
@@ -100,6 +100,7 @@ def test_glow_compile_is_flat_in_steps_per_level():
         assert sizes[:2] == sizes[2:], (mixing, sizes)
 
 
+@pytest.mark.slow
 def test_glow_with_emerging_convs_samples_agree_with_log_prob():
     # the inverse (sampling) runs each emerging conv's sequential substitution
     flow = fl.models.glow((4, 4, 1), 2, 1, 4, mixing="emerging")
@@ -114,8 +115,8 @@ def test_glow_with_emerging_convs_samples_agree_with_log_prob():
 def digits():
     splits = load_digits_images(jax.random.key(0))
     levels = splits.num_levels
-    train = dq.uniform_dequantize(jax.random.key(1), splits.train, num_levels=levels)
-    test = dq.uniform_dequantize(jax.random.key(2), splits.test, num_levels=levels)
+    train = fl.data.dequantize_images(jax.random.key(1), splits.train, levels)
+    test = fl.data.dequantize_images(jax.random.key(2), splits.test, levels)
     flow = fl.models.glow((8, 8, 1), levels=2, steps_per_level=2, hidden_channels=16)
     init = jax.jit(lambda k, b: fl.data_init(flow, k, b))
     params = init(jax.random.key(3), jnp.asarray(train[:256]))
@@ -176,7 +177,7 @@ def test_bits_per_dim_is_exact_for_the_uniform_model(alpha):
     shape, levels = (4, 4, 1), 16
     flow, params = _uniform_model(shape, alpha)
     pixels = jax.random.randint(jax.random.key(1), (32, *shape), 0, levels)
-    x = dq.uniform_dequantize(jax.random.key(2), pixels, num_bits=4)
+    x = fl.data.dequantize_images(jax.random.key(2), pixels, levels)
     assert float(x.min()) >= 0.0 and float(x.max()) < 1.0
     np.testing.assert_array_equal(np.floor(x * levels), pixels)
     bpd = jax.jit(lambda p, x: dq.image_bits_per_dim(flow, p, x, alpha=alpha, num_bits=4))(
@@ -189,6 +190,7 @@ def test_bits_per_dim_is_exact_for_the_uniform_model(alpha):
     np.testing.assert_allclose(bound, -math.prod(shape) * math.log(levels), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_variational_dequantization_is_a_bound_that_beats_uniform():
     """Gaussian 'pixels': the model is N(mu, sigma^2) per entry, so log P(p) is exact."""
     shape, levels = (4, 4, 1), 16

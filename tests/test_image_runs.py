@@ -81,7 +81,7 @@ def test_image_model_errors_name_the_value(overrides, match):
         ("{preprocessing: jpeg}", r"'data\.params\.preprocessing': expected 'maf' or 'dequantize'"),
         ("{preprocessing: maf, pad: 2}", r"'data\.params\.pad': not used by preprocessing 'maf'"),
         ("{colour: 1}", r"unknown key 'data\.params\.colour'"),
-        ("{train_rows: 0}", r"'data\.params\.train_rows': expected an int in \[1, 50000\]"),
+        ("{train_rows: 0}", r"'data\.params\.train_rows' must be an integer in \[1, 50000\], got 0"),
         ("{preprocessing: dequantize, noise: gaussian}", r"'data\.params\.noise': expected"),
         ("{preprocessing: maf, noise: gaussian}", r"'data\.params\.noise': expected"),
     ],

@@ -235,6 +235,7 @@ def test_reverse_kl_planar_stack_fits_correlated_gaussian():
     assert -0.1 < elbo < 0.02, elbo  # ELBO <= log Z up to Monte Carlo error
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(X64, reason="this is the float64 launcher")
 def test_float64_in_own_process():
     here = os.path.dirname(__file__)

@@ -24,6 +24,7 @@ def _env(devices: int) -> dict:
     return {k: v for k, v in env.items() if not k.startswith("FLOWJAX_LAB_")}
 
 
+@pytest.mark.slow
 def test_four_devices_in_own_process():
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "x4_devices.py"]
     out = subprocess.run(cmd, env=_env(4), capture_output=True, text=True, cwd=HERE, timeout=600)
@@ -31,6 +32,7 @@ def test_four_devices_in_own_process():
     assert "5 passed" in out.stdout, out.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_two_processes_on_localhost_match_one_process(tmp_path):
     with socket.socket() as s:  # a free port for the coordinator
         s.bind(("127.0.0.1", 0))

@@ -149,7 +149,7 @@ def test_slopes_stay_bounded_under_extreme_params():
 def test_spline_argument_and_shape_errors():
     with pytest.raises(ValueError, match="K - 1 derivatives"):
         rational_quadratic_spline(jnp.zeros(()), jnp.zeros(4), jnp.zeros(4), jnp.zeros(4), B)
-    with pytest.raises(ValueError, match="bins >= 2"):
+    with pytest.raises(ValueError, match="spline: bins must be an integer >= 2, got 1"):
         fl.transforms.spline(bins=1)
     with pytest.raises(ValueError, match="positive bound"):
         fl.transforms.spline(bound=-1.0)

@@ -48,11 +48,6 @@ class DigitsData(NamedTuple):
     num_levels: int
 
 
-def dequantize(key: jax.Array, pixels: jax.Array, num_levels: int) -> jax.Array:
-    """x = (p + u) / num_levels with u ~ U[0, 1), mapping {0..L-1} to [0, 1); float32."""
-    return uniform_dequantize_pixels(key, jnp.asarray(pixels, jnp.float32), num_levels)
-
-
 def logit_transform(x: jax.Array, alpha: float) -> jax.Array:
     """y = logit(alpha + (1 - 2 alpha) x), elementwise; maps [0, 1) into R."""
     s = alpha + (1.0 - 2.0 * alpha) * x
@@ -102,7 +97,7 @@ def load_digits(
         raise ValueError(f"alpha must be in (0, 0.5) or None, got {alpha}")
     pixels = np.asarray(sklearn.datasets.load_digits().data, np.float32)  # (1797, 64), 0..16
     key_split, key_noise = jax.random.split(as_key(key))
-    x = dequantize(key_noise, pixels, DIGITS_NUM_LEVELS)
+    x = uniform_dequantize_pixels(key_noise, jnp.asarray(pixels), DIGITS_NUM_LEVELS)
     if alpha is not None:
         x = logit_transform(x, alpha)
     train, val, test = train_val_test_split(key_split, x, fractions)

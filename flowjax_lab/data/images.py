@@ -16,11 +16,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import sklearn.datasets
 
-from flowjax_lab.data.digits import DIGITS_NUM_LEVELS, dequantize
+from flowjax_lab.data.digits import DIGITS_NUM_LEVELS
 from flowjax_lab.data.splits import train_val_test_split
+from flowjax_lab.objectives import uniform_dequantize_pixels
 
 DIGITS_IMAGE_SHAPE = (8, 8, 1)
 
@@ -68,7 +70,7 @@ def dequantize_images(key: jax.Array, pixels, num_levels: int) -> np.ndarray:
       ValueError: pixel values outside [0, num_levels) or not integers (``check_pixels``).
     """
     p = check_pixels(pixels, num_levels)
-    return np.asarray(dequantize(key, p, num_levels))
+    return np.asarray(uniform_dequantize_pixels(key, jnp.asarray(p, jnp.float32), num_levels))
 
 
 class ImageSplits(NamedTuple):

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from flowjax_lab.checks import positive_int
 from flowjax_lab.data.digits import logit_logdet
 from flowjax_lab.objectives import bits_per_dim
 
@@ -250,10 +251,8 @@ def load_mnist_images(
     model, so bits/dim over the padded or tiled event is lower than over 28 x 28 x 1.
     Dequantise with ``data.dequantize_images``.
     """
-    if not isinstance(pad, int) or pad < 0:
-        raise ValueError(f"pad must be an integer >= 0, got {pad!r}")
-    if not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels must be an integer >= 1, got {channels!r}")
+    pad = positive_int(pad, "pad", minimum=0)
+    channels = positive_int(channels, "channels")
     px = load_mnist_pixels(path)
 
     def image(p):

@@ -21,6 +21,7 @@ from flowjax_lab import data as D
 from flowjax_lab import models
 from flowjax_lab import transforms as T
 from flowjax_lab import vae as V
+from flowjax_lab.checks import positive_int
 from flowjax_lab.core import Flow, chain, make_flow, stack
 from flowjax_lab.experiment import config as cfg
 from flowjax_lab.targets import QUADRATURE_LOG_Z, TARGETS, Target
@@ -234,10 +235,8 @@ def _load_pixel_data(dc: cfg.DataConfig, key: jax.Array):
                 f"config key 'data.params.{wrong[0]}': not used by preprocessing {prep!r} "
                 "(alpha is for 'maf'; pad and channels are for 'dequantize')"
             )
-        if rows is not None and (not isinstance(rows, int) or not 1 <= rows <= 50000):
-            raise ValueError(
-                f"config key 'data.params.train_rows': expected an int in [1, 50000], got {rows!r}"
-            )
+        if rows is not None:
+            positive_int(rows, "config key 'data.params.train_rows'", maximum=50000)
         if prep == "maf":
             per_step = _noise(dc, "fixed") == "per_step"  # the paper: one draw
             m = D.load_mnist_maf(alpha=dc.params.get("alpha", D.MAF_ALPHA))

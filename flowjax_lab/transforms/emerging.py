@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
+from flowjax_lab.checks import positive_int
 from flowjax_lab.convolution import conv2d
 from flowjax_lab.core import Transform
 from flowjax_lab.transforms.autoregressive import check_params
@@ -116,8 +117,7 @@ def emerging_conv(kernel_size: int = 3) -> Transform:
         >>> t = emerging_conv(3); p = t.init(jax.random.key(0), jnp.zeros((4, 4, 2)))
         >>> z, logdet = t.apply(p, jnp.ones((4, 4, 2)))
     """
-    if not isinstance(kernel_size, int) or isinstance(kernel_size, bool) or kernel_size < 1:
-        raise ValueError(f"emerging_conv: kernel_size must be an integer >= 1, got {kernel_size!r}")
+    positive_int(kernel_size, "emerging_conv: kernel_size")
     if kernel_size % 2 == 0:
         raise ValueError(f"emerging_conv: kernel_size must be odd, got {kernel_size}")
     k = kernel_size

@@ -11,6 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from flowjax_lab.checks import positive_int
 from flowjax_lab.core import Transform, as_key, check_event
 from flowjax_lab.nets import ConvNet
 from flowjax_lab.transforms.autoregressive import check_params
@@ -157,8 +158,7 @@ def _image_coupling(
         ("context_channels", context_channels, 0),
         ("kernel_size", kernel_size, 1),
     ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name}: {arg} must be an integer >= {low}, got {value!r}")
+        positive_int(value, f"{name}: {arg}", minimum=low)
     if kernel_size % 2 == 0:
         raise ValueError(f"{name}: kernel_size must be odd, got {kernel_size}")
 

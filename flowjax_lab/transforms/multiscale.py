@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from flowjax_lab.checks import positive_int
 from flowjax_lab.core import Transform, _batched, _init, as_key
 from flowjax_lab.transforms.image import (
     check_image,
@@ -47,8 +48,7 @@ def max_levels(height: int, width: int) -> int:
 def check_levels(shape, levels: int, where: str) -> None:
     """A ValueError naming ``levels`` and the allowed maximum if the image cannot take them."""
     h, w = int(shape[0]), int(shape[1])
-    if not isinstance(levels, int) or isinstance(levels, bool) or levels < 1:
-        raise ValueError(f"{where}: levels must be a positive integer, got {levels!r}")
+    positive_int(levels, f"{where}: levels")
     allowed = max_levels(h, w)
     if levels > allowed:
         raise ValueError(

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowjax_lab.checks import positive_int
 from flowjax_lab.core import Transform, check_event
 
 Array = jax.Array
@@ -294,8 +295,7 @@ def make_transformer(name: str, bins: int = 8, bound: float = 3.0) -> Transforme
 
 
 def _check_spline_args(bins, bound) -> tuple[int, float]:
-    if not isinstance(bins, int) or isinstance(bins, bool) or bins < 2:
-        raise ValueError(f"spline needs an integer number of bins >= 2, got {bins!r}")
+    bins = positive_int(bins, "spline: bins", minimum=2)
     if not bound > 0:
         raise ValueError(f"spline needs a positive bound B (interval [-B, B]), got {bound!r}")
     if MIN_BIN_WIDTH * bins >= 1.0:

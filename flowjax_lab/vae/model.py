@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowjax_lab.checks import positive_int
 from flowjax_lab.core import Flow, as_key, make_flow, standard_normal
 from flowjax_lab.models import maf
 from flowjax_lab.objectives import ESTIMATORS, check_num_samples, elbo, iwae_bound
@@ -72,9 +73,84 @@ def _choice(name, value, allowed):
 
 
 def _check_int(name, value, lo):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"vae: {name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
+    return positive_int(value, f"vae: {name}", minimum=lo)
+
+
+class _Sizes(NamedTuple):
+    data_shape: tuple[int, ...]
+    d: int
+    hidden: tuple[int, ...]
+    steps: int  # IAF steps of the posterior (0: diagonal Gaussian)
+    iaf_hidden: tuple[int, ...]
+    context_dim: int
+    prior_flow: Flow | None
+
+
+def _check_args(
+    data_shape, latent_dim, hidden, likelihood, posterior, iaf_steps, iaf_hidden,
+    context_dim, prior, prior_flow, network,
+) -> _Sizes:  # fmt: skip
+    """``vae``'s arguments checked and resolved (defaults filled in); ValueErrors name them."""
+    data_shape = tuple(int(s) for s in data_shape)
+    if not data_shape or any(s < 1 for s in data_shape):
+        raise ValueError(
+            f"vae: data_shape must be a non-empty tuple of positive sizes, got {data_shape}"
+        )
+    d = _check_int("latent_dim", latent_dim, 1)
+    hidden = tuple(_check_int("hidden width", w, 1) for w in hidden)
+    _choice("likelihood", likelihood, LIKELIHOODS)
+    _choice("posterior", posterior, POSTERIORS)
+    _choice("prior", prior, PRIORS)
+    _choice("network", network, NETWORKS)
+    if network == "conv" and (len(data_shape) != 3 or not hidden):
+        raise ValueError(
+            f"vae: network='conv' needs an image data_shape (H, W, C) and hidden widths, got "
+            f"data_shape {data_shape}, hidden {hidden}"
+        )
+    steps = _check_int("iaf_steps", iaf_steps, 1) if posterior == "iaf" else 0
+    iaf_hidden = hidden if iaf_hidden is None else tuple(iaf_hidden)
+    c_dim = (
+        (d if steps else 0) if context_dim is None else _check_int("context_dim", context_dim, 0)
+    )
+    if prior == "normal" and prior_flow is not None:
+        raise ValueError("vae: prior_flow= is given but prior='normal'; pass prior='flow'")
+    if prior == "flow":
+        if prior_flow is None:
+            prior_flow = maf(d, 2, iaf_hidden or (64,))
+        if not isinstance(prior_flow, Flow):
+            raise ValueError(f"vae: prior_flow must be an fl.Flow, got {type(prior_flow).__name__}")
+        if tuple(prior_flow.event_shape) != (d,):
+            raise ValueError(
+                f"vae: latent size mismatch: the encoder's latent_dim is {d} but prior_flow's "
+                f"event shape is {tuple(prior_flow.event_shape)}; they must match"
+            )
+    return _Sizes(data_shape, d, hidden, steps, iaf_hidden, c_dim, prior_flow)
+
+
+def _check_data(x, where, data_shape, likelihood) -> None:
+    """ValueError on a batch of the wrong shape; on concrete input also on non-float, NaN/inf
+    or (Bernoulli) non-binary values, naming them."""
+    shape = tuple(jnp.shape(x))
+    if len(shape) != 1 + len(data_shape) or shape[1:] != data_shape:
+        raise ValueError(
+            f"{where}: expected a batch of shape (n, *{data_shape}), got shape {shape}"
+        )
+    if isinstance(x, jax.core.Tracer):
+        return
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{where}: expected floating-point data, got dtype {x.dtype}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{where}: {int((~np.isfinite(x)).sum())} NaN/inf values")
+    if likelihood == "bernoulli":
+        bad = (x != 0) & (x != 1)
+        if bad.any():
+            vals = np.unique(x[bad])
+            raise ValueError(
+                f"{where}: a Bernoulli likelihood needs binary data in {{0, 1}}, got "
+                f"{int(bad.sum())} other values, e.g. {vals[:5].tolist()} (binarise "
+                "intensities first, or train with fit(..., binarize='dynamic'))"
+            )
 
 
 def vae(
@@ -118,40 +194,11 @@ def vae(
       >>> params = model.init(jax.random.key(0))
       >>> model.iwae(params, x, jax.random.key(1), k=5).shape  # x: (n, 64) in {0, 1}
     """
-    data_shape = tuple(int(s) for s in data_shape)
-    if not data_shape or any(s < 1 for s in data_shape):
-        raise ValueError(
-            f"vae: data_shape must be a non-empty tuple of positive sizes, got {data_shape}"
-        )
-    d = _check_int("latent_dim", latent_dim, 1)
-    hidden = tuple(_check_int("hidden width", w, 1) for w in hidden)
-    _choice("likelihood", likelihood, LIKELIHOODS)
-    _choice("posterior", posterior, POSTERIORS)
-    _choice("prior", prior, PRIORS)
-    _choice("network", network, NETWORKS)
-    if network == "conv" and (len(data_shape) != 3 or not hidden):
-        raise ValueError(
-            f"vae: network='conv' needs an image data_shape (H, W, C) and hidden widths, got "
-            f"data_shape {data_shape}, hidden {hidden}"
-        )
+    data_shape, d, hidden, steps, iaf_hidden, c_dim, prior_flow = _check_args(
+        data_shape, latent_dim, hidden, likelihood, posterior, iaf_steps, iaf_hidden,
+        context_dim, prior, prior_flow, network,
+    )  # fmt: skip
     act = activation_fn(activation)
-    steps = _check_int("iaf_steps", iaf_steps, 1) if posterior == "iaf" else 0
-    iaf_hidden = hidden if iaf_hidden is None else tuple(iaf_hidden)
-    c_dim = (
-        (d if steps else 0) if context_dim is None else _check_int("context_dim", context_dim, 0)
-    )
-    if prior == "normal" and prior_flow is not None:
-        raise ValueError("vae: prior_flow= is given but prior='normal'; pass prior='flow'")
-    if prior == "flow":
-        if prior_flow is None:
-            prior_flow = maf(d, 2, iaf_hidden or (64,))
-        if not isinstance(prior_flow, Flow):
-            raise ValueError(f"vae: prior_flow must be an fl.Flow, got {type(prior_flow).__name__}")
-        if tuple(prior_flow.event_shape) != (d,):
-            raise ValueError(
-                f"vae: latent size mismatch: the encoder's latent_dim is {d} but prior_flow's "
-                f"event shape is {tuple(prior_flow.event_shape)}; they must match"
-            )
     lik = LIKELIHOODS[likelihood]
     enc_cls, dec_cls = NETWORKS[network]
     encoder = enc_cls(hidden, posterior_context_dim(d, c_dim), act)
@@ -172,27 +219,7 @@ def vae(
         return params
 
     def check_data(x, where="vae"):
-        shape = tuple(jnp.shape(x))
-        if len(shape) != 1 + len(data_shape) or shape[1:] != data_shape:
-            raise ValueError(
-                f"{where}: expected a batch of shape (n, *{data_shape}), got shape {shape}"
-            )
-        if isinstance(x, jax.core.Tracer):
-            return
-        x = np.asarray(x)
-        if not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(f"{where}: expected floating-point data, got dtype {x.dtype}")
-        if not np.isfinite(x).all():
-            raise ValueError(f"{where}: {int((~np.isfinite(x)).sum())} NaN/inf values")
-        if likelihood == "bernoulli":
-            bad = (x != 0) & (x != 1)
-            if bad.any():
-                vals = np.unique(x[bad])
-                raise ValueError(
-                    f"{where}: a Bernoulli likelihood needs binary data in {{0, 1}}, got "
-                    f"{int(bad.sum())} other values, e.g. {vals[:5].tolist()} (binarise "
-                    "intensities first, or train with fit(..., binarize='dynamic'))"
-                )
+        _check_data(x, where, data_shape, likelihood)
 
     def _context(params, x):
         return encoder.apply({"params": params["encoder"]}, x)

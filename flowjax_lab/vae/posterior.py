@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 
 from flowjax_lab import transforms as T
+from flowjax_lab.checks import positive_int
 from flowjax_lab.core import Transform, chain, check_vector_event, stack
 
 
@@ -52,8 +53,7 @@ def iaf_posterior(
         ("steps", steps, 0),
         ("context_dim", context_dim, 0),
     ):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"iaf_posterior: {name} must be an integer >= {lo}, got {v!r}")
+        positive_int(v, f"iaf_posterior: {name}", minimum=lo)
     d, total = latent_dim, 2 * latent_dim + context_dim
     step = T.iaf(tuple(hidden), context_dim=context_dim)
     flows = None
