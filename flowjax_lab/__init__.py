@@ -30,6 +30,7 @@ from flowjax_lab.core import (
     is_trainable,
     make_flow,
     partition,
+    sample_at_temperature,
     stack,
     standard_normal,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "partition",
     "reverse_kl",
     "sharding",
+    "sample_at_temperature",
     "stack",
     "standard_normal",
     "targets",

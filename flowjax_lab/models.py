@@ -208,7 +208,8 @@ def planar_flow(dim: int, num_layers: int = 16, *, elementwise_affine: bool = Tr
 
 
 _MIXINGS = ("conv1x1", "conv1x1_lu", "emerging")
-_COUPLINGS = ("affine", "spline")
+_COUPLINGS = {"affine": "exp", "glow_affine": "sigmoid", "additive": "none", "spline": None}
+_PREPROCESSINGS = (None, "center", "logit")
 
 
 def _image_shape(image_shape) -> tuple[int, int, int]:
@@ -233,26 +234,30 @@ def glow_step(
     bins: int = 8,
     bound: float = 3.0,
     kernel_size: int = 3,
+    random_rotation: bool = True,
 ) -> Transform:
     """One Glow step on (H, W, C) events: ``chain(actnorm, mixing, coupling)``.
 
-    mixing: ``"conv1x1"`` (full W), ``"conv1x1_lu"`` (W = LU) or ``"emerging"`` (a k x k
-    emerging convolution, Hoogeboom et al. 2019); coupling: ``"affine"`` or ``"spline"``
-    (channel-wise, ConvNet conditioner of width ``hidden_channels``).
+    mixing: ``"conv1x1"`` (full W), ``"conv1x1_lu"`` (W = P L U) or ``"emerging"`` (a k x k
+    emerging convolution, Hoogeboom et al. 2019), each starting at a random orthogonal channel
+    mixing (``random_rotation``, Glow's init; False: the identity). coupling (channel-wise,
+    ConvNet conditioner of width ``hidden_channels``, last conv zero): ``"affine"`` (scale
+    exp(-5 tanh(r / 5))), ``"glow_affine"`` (Glow's scale sigmoid(r + 2)), ``"additive"``
+    (NICE: scale 1) or ``"spline"`` (rational-quadratic, ``bins`` on [-``bound``, ``bound``]).
     """
     if mixing not in _MIXINGS:
         raise ValueError(f"mixing must be one of {list(_MIXINGS)}, got {mixing!r}")
     if coupling not in _COUPLINGS:
         raise ValueError(f"coupling must be one of {list(_COUPLINGS)}, got {coupling!r}")
     mix = {
-        "conv1x1": lambda: T.conv1x1(lu=False),
-        "conv1x1_lu": lambda: T.conv1x1(lu=True),
-        "emerging": lambda: T.emerging_conv(kernel_size),
+        "conv1x1": lambda: T.conv1x1(lu=False, random_rotation=random_rotation),
+        "conv1x1_lu": lambda: T.conv1x1(lu=True, random_rotation=random_rotation),
+        "emerging": lambda: T.emerging_conv(kernel_size, random_rotation=random_rotation),
     }[mixing]()
-    if coupling == "affine":
-        couple = T.image_affine_coupling(hidden_channels, kernel_size)
-    else:
+    if coupling == "spline":
         couple = T.image_spline_coupling(hidden_channels, bins, bound, kernel_size)
+    else:
+        couple = T.image_affine_coupling(hidden_channels, kernel_size, scale=_COUPLINGS[coupling])
     return chain(T.actnorm(), mix, couple)
 
 
@@ -268,6 +273,9 @@ def glow(
     bins: int = 8,
     bound: float = 3.0,
     kernel_size: int = 3,
+    random_rotation: bool = True,
+    preprocessing: str | None = None,
+    alpha: float = 0.05,
 ) -> Flow:
     """Glow (Kingma and Dhariwal 2018): a multiscale flow of ``stack``-ed Glow steps on images.
 
@@ -287,9 +295,14 @@ def glow(
         levels: number of squeeze levels L (at most the number of times H and W halve).
         steps_per_level: Glow steps K per level.
         hidden_channels: ConvNet width of the couplings.
-        coupling: ``"affine"`` or ``"spline"``. mixing: ``"conv1x1"``, ``"conv1x1_lu"`` or
-            ``"emerging"``. bins, bound: spline parameters. kernel_size: the ConvNet's (and the
-            emerging convolution's) k.
+        coupling: ``"affine"``, ``"glow_affine"``, ``"additive"`` or ``"spline"``; mixing:
+            ``"conv1x1"``, ``"conv1x1_lu"`` or ``"emerging"``; random_rotation: the mixings'
+            init (see `glow_step`). bins, bound: spline parameters. kernel_size: the ConvNet's
+            (and the emerging convolution's) k.
+        preprocessing: a fixed first layer for dequantised pixels x in [0, 1): None, "center"
+            (Glow's x - 1/2, log-det 0) or "logit" (RealNVP's logit(alpha + (1 - 2 alpha) x),
+            ``alpha`` default 0.05, `transforms.logit`). Its log-det is part of the flow's, so
+            ``log_prob`` and bits/dim stay in pixel units.
 
     Example:
         >>> flow = glow((8, 8, 1), levels=2, steps_per_level=2, hidden_channels=16)
@@ -298,12 +311,19 @@ def glow(
     shape = _image_shape(image_shape)
     check_levels(shape, levels, "glow")
     positive_int(steps_per_level, "glow: steps_per_level")
-    step = glow_step(
-        coupling, mixing, hidden_channels, bins=bins, bound=bound, kernel_size=kernel_size
-    )
+    if preprocessing not in _PREPROCESSINGS:
+        raise ValueError(
+            f"glow: preprocessing must be one of {list(_PREPROCESSINGS)}, got {preprocessing!r}"
+        )
+    step = glow_step(coupling, mixing, hidden_channels, bins=bins, bound=bound,
+                     kernel_size=kernel_size, random_rotation=random_rotation)  # fmt: skip
     transform = T.multiscale(
         [stack(step, steps_per_level) for _ in range(levels)], learned_prior=learned_prior
     )
+    if preprocessing == "center":
+        transform = chain(T.fixed_affine(0.5), transform)
+    elif preprocessing == "logit":
+        transform = chain(T.logit(alpha), transform)
     return make_flow(transform, event_shape=shape)
 
 

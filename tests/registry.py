@@ -61,12 +61,14 @@ CASES: dict[str, Case] = {
     "affine_image": Case("affine", T.affine, (3, 2, 2)),
     "actnorm": Case("actnorm", T.actnorm),
     "actnorm_image": Case("actnorm", T.actnorm, (3, 3, 2)),
+    "fixed_affine": Case("fixed_affine", lambda: T.fixed_affine(0.5, -2.0), (2, 3)),
     # linear
     "linear": Case("linear", T.linear),
     "triangular_lower": Case("triangular", T.triangular),
     "triangular_upper": Case("triangular", lambda: T.triangular(lower=False), (5,)),
     "lu_linear": Case("lu_linear", T.lu_linear, (6,)),
     "lu_linear_permuted": Case("lu_linear", lambda: T.lu_linear([3, 1, 0, 2])),
+    "lu_linear_random_rotation": Case("lu_linear", lambda: T.lu_linear(random_rotation=True), (5,)),
     "qr_linear": Case("qr_linear", T.qr_linear, (5,)),
     "qr_linear_2_reflections": Case("qr_linear", lambda: T.qr_linear(2)),
     # image
@@ -86,6 +88,12 @@ CASES: dict[str, Case] = {
         2,
         tol32=1e-5,
         tol64=1e-13,
+    ),
+    "image_affine_coupling_glow_scale": Case(
+        "image_affine_coupling", lambda: T.image_affine_coupling(4, scale="sigmoid"), (2, 2, 2)
+    ),
+    "image_additive_coupling": Case(
+        "image_affine_coupling", lambda: T.image_affine_coupling(4, scale="none"), (2, 2, 2)
     ),
     "image_spline_coupling": Case(
         "image_spline_coupling",
@@ -277,6 +285,15 @@ MODEL_CASES: dict[str, ModelCase] = {
         # at s = 1.0 the emerging conv's sequential pixel solve behind perturbed actnorms is
         # ill-conditioned (a random triangular system: measured 4e-5 here, 0.43 with affine
         # couplings, in float64); the layer alone passes s = 1.0 (`emerging_conv`)
+        scales64=(0.0, 0.05, 0.3),
+    ),
+    "glow_logit_glow_affine_full": ModelCase(
+        "glow",
+        lambda: M.glow((2, 2, 1), 1, 2, 4, coupling="glow_affine", mixing="conv1x1",
+                       preprocessing="logit"),  # fmt: skip
+        sample_x=_unit_interval,
+        # at s = 1.0 some samples y of the Glow body are so large that sigmoid(y) rounds to 1:
+        # the logit's pole, log_prob of such a sample is inf (inherent to logit preprocessing)
         scales64=(0.0, 0.05, 0.3),
     ),
     "glow_step_affine_lu": ModelCase(

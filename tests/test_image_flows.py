@@ -88,7 +88,7 @@ def test_glow_compile_is_flat_in_steps_per_level():
         for k in (2, 8):
             flow = fl.models.glow((8, 8, 1), 2, k, 4, coupling, mixing)
             params = jax.eval_shape(flow.init, jax.random.key(0))
-            grad = jax.grad(fl.forward_kl(flow))
+            grad = jax.grad(fl.forward_kl(flow), allow_int=True)  # LU perm/sign are ints
             sizes.append(eqns(jax.make_jaxpr(grad)(params, x).jaxpr))
             sizes.append(
                 eqns(
@@ -124,7 +124,12 @@ def digits():
 
 
 def test_data_init_standardises_the_first_batch_at_every_level(digits):
-    flow, params, train, _, _ = digits
+    # With identity-initialised mixings the zero-initialised couplings leave each level's
+    # actnorm output unchanged, so every factored-out half is standardised (a random rotation
+    # after the actnorm would mix the halves: see test_glow_init for that init).
+    _, _, train, _, _ = digits
+    flow = fl.models.glow((8, 8, 1), 2, 2, 16, random_rotation=False)
+    params = jax.jit(lambda k, b: fl.data_init(flow, k, b))(jax.random.key(3), train[:256])
     z = jax.jit(jax.vmap(flow.transform.apply, (None, 0)))(params, jnp.asarray(train[:256]))[0]
     y = jax.vmap(squeeze_image)(z)  # level 1: channels 2, 3 factored out, 0, 1 to level 2
     for part in (y[..., 2:], jax.vmap(squeeze_image)(y[..., :2])):

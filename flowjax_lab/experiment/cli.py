@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("-n", type=int, required=True, help="number of samples")
     sample.add_argument("-o", "--output", required=True, help="output .npy file")
     sample.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    sample.add_argument(
+        "--temperature", type=float, default=None,
+        help="flows: x = g(T z) (default: the config's eval.temperature, 1)",
+    )  # fmt: skip
     return parser
 
 
@@ -110,7 +114,7 @@ def _sample(args) -> None:
     out = Path(args.output)
     if not out.parent.is_dir():
         raise ValueError(f"output folder {out.parent} does not exist")
-    x = experiment.sample(args.run_dir, args.n, seed=args.seed)
+    x = experiment.sample(args.run_dir, args.n, seed=args.seed, temperature=args.temperature)
     np.save(out, x)
     event = f"dimension {x.shape[1]}" if x.ndim == 2 else f"shape {tuple(x.shape[1:])}"
     print(f"wrote {x.shape[0]} samples of {event} to {out}")

@@ -139,6 +139,8 @@ class EvalConfig:
     grid_size: points per axis of the 2-D density plots.
     plot_range: (xmin, xmax, ymin, ymax) of the 2-D plots; None picks it from the data
       (or [-4, 4]^2 for targets).
+    temperature: flows' sample plot and ``flowjax-lab sample`` draw x = g(T z)
+      (`fl.sample_at_temperature`; Glow's figures use T = 0.7); 1 is plain sampling.
     """
 
     num_samples: int = 10000
@@ -146,6 +148,7 @@ class EvalConfig:
     plot_range: tuple[float, float, float, float] | None = None
     iwae_k: int = 5000
     iwae_chunk: int = 250
+    temperature: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,15 @@ def _validate_vae(config: Config) -> None:
         )
 
 
+def check_temperature(temperature, config: Config, where: str) -> float:
+    """``temperature`` as a float > 0; a VAE takes only 1 (its samples are decoder means)."""
+    if not (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")):
+        raise ValueError(f"{where}: must be a positive number, got {temperature!r}")
+    if config.model.name == "vae" and temperature != 1:
+        raise ValueError(f"{where}: sampling at a temperature is for flows, not a vae")
+    return float(temperature)
+
+
 def validate(config: Config) -> Config:
     """Cross-field checks: an objective's needs (data, target), the VAE's, positive sizes."""
     if config.data is None and config.target is None:
@@ -244,6 +256,7 @@ def validate(config: Config) -> Config:
         raise ValueError("config key 'train.patience': early stopping needs a 'data' section")
     if config.train.lr <= 0:
         raise ValueError(f"config key 'train.lr': must be positive, got {config.train.lr}")
+    check_temperature(config.eval.temperature, config, "config key 'eval.temperature'")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", config.name):
         raise ValueError(
             f"config key 'name': use letters, digits, '_', '-', '.'; got {config.name!r}"

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from flowjax_lab import data as D
-from flowjax_lab.core import Flow, data_init
+from flowjax_lab.core import Flow, data_init, sample_at_temperature
 from flowjax_lab.experiment import config as cfg
 from flowjax_lab.experiment import plots
 from flowjax_lab.experiment.build import (
@@ -157,9 +157,11 @@ def _to_data_units(problem: Problem, x: np.ndarray) -> np.ndarray:
     return np.asarray(x if s is None else D.unstandardize(s, x))
 
 
-def sample(problem: Problem, flow: Flow, params, key, n: int) -> np.ndarray:
-    """n model samples in data units (pixel intensities in [0, 1) for digits and images)."""
-    x = _to_data_units(problem, np.asarray(jax.jit(flow.sample, static_argnums=2)(params, key, n)))
+def sample(problem: Problem, flow: Flow, params, key, n: int, temperature=1.0) -> np.ndarray:
+    """n model samples in data units (pixel intensities in [0, 1) for digits and images), at
+    ``temperature`` (`fl.sample_at_temperature`)."""
+    draw = jax.jit(lambda p, k: sample_at_temperature(flow, p, k, n, temperature))
+    x = _to_data_units(problem, np.asarray(draw(params, key)))
     if problem.alpha is not None:
         x = np.asarray(D.inverse_logit_transform(x, problem.alpha))
     return x
@@ -178,7 +180,7 @@ def plot(config, problem: Problem, flow: Flow, params, history, run_dir, key) ->
         return []
     images = _image_shape(problem)
     n = min(config.eval.num_samples, 20000 if images is None else 64)
-    samples = sample(problem, flow, params, key, n)
+    samples = sample(problem, flow, params, key, n, config.eval.temperature)
     if images is not None:  # one channel of each image, as (n, H * W) rows
         samples = samples.reshape(n, *images, -1)[..., 0].reshape(n, -1)
     log_density = data = target_lp = None

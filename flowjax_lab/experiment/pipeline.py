@@ -133,8 +133,13 @@ def evaluate(run_dir: str | Path, iwae_k: int | None = None, iwae_chunk: int | N
     return kind_of(config).evaluate(config, problem, model, params, key, mesh, iwae_k, iwae_chunk)
 
 
-def sample(run_dir: str | Path, n: int, seed: int = 0) -> np.ndarray:
-    """n samples from a saved run's model, in data units (pixels in [0, 1) for images)."""
+def sample(
+    run_dir: str | Path, n: int, seed: int = 0, temperature: float | None = None
+) -> np.ndarray:
+    """n samples from a saved run's model, in data units (pixels in [0, 1) for images), at
+    ``temperature`` (None: the config's ``eval.temperature``)."""
     positive_int(n, "n")
     config, problem, model, params = load_run(run_dir)
-    return kind_of(config).sample(problem, model, params, jax.random.key(seed), n)
+    t = config.eval.temperature if temperature is None else temperature
+    t = cfg.check_temperature(t, config, "temperature")
+    return kind_of(config).sample(problem, model, params, jax.random.key(seed), n, t)

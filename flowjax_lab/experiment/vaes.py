@@ -158,6 +158,8 @@ def plot(config, problem: Problem, model, params, history, run_dir: Path, key) -
     return paths
 
 
-def sample(problem: Problem, model, params, key, n: int) -> np.ndarray:
-    """n decoder means at prior samples, (n, dim) in [0, 1] for a Bernoulli likelihood."""
+def sample(problem: Problem, model, params, key, n: int, temperature=1.0) -> np.ndarray:
+    """n decoder means at prior samples, (n, dim) in [0, 1] for a Bernoulli likelihood
+    (``temperature`` must be 1: checked by `config.check_temperature`)."""
+    del temperature
     return np.asarray(jax.jit(model.sample, static_argnums=2)(params, key, n))

@@ -2,7 +2,7 @@
 
 from flowjax_lab.transforms.autoregressive import iaf, maf
 from flowjax_lab.transforms.coupling import affine_coupling, spline_coupling
-from flowjax_lab.transforms.elementwise import actnorm, affine, logit, sigmoid
+from flowjax_lab.transforms.elementwise import actnorm, affine, fixed_affine, logit, sigmoid
 from flowjax_lab.transforms.emerging import emerging_conv
 from flowjax_lab.transforms.image import (
     conv1x1,
@@ -23,6 +23,7 @@ __all__ = [
     "affine_coupling",
     "conv1x1",
     "emerging_conv",
+    "fixed_affine",
     "iaf",
     "image_affine_coupling",
     "image_spline_coupling",

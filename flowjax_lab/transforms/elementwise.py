@@ -1,4 +1,4 @@
-"""Elementwise layers (affine, actnorm, sigmoid, logit): a diagonal Jacobian, O(d) both ways."""
+"""Elementwise layers (affine, actnorm, fixed_affine, sigmoid, logit): a diagonal Jacobian, O(d) both ways."""
 
 from __future__ import annotations
 
@@ -94,6 +94,51 @@ def actnorm(eps: float = 1e-6) -> Transform:
 # --------------------------------------------------------------------------- sigmoid / logit
 
 
+def _param_free(name: str):
+    """(init, check) of a layer without params: init gives ``{}``; check(params, x, where)
+    refuses non-float or non-finite-dtype events and any params but ``{}`` (or None)."""
+
+    def init(key, x_example):
+        del key, x_example
+        return {}
+
+    def check(params, x, where):
+        check_event(x, x.shape, where)
+        if params is not None and (not isinstance(params, dict) or params):
+            raise ValueError(f"{where}: {name} has no params, expected {{}}, got {params}")
+
+    return init, check
+
+
+def fixed_affine(shift: float = 0.0, scale: float = 1.0) -> Transform:
+    """A constant elementwise affine map with no params (``{}``), e.g. Glow's x - 1/2.
+
+    f(x) = (x - shift) / scale; g(z) = z scale + shift; log|det J_f| = -d log|scale| for an
+    event of d elements. Any event shape. O(d) both ways.
+    """
+    shift, scale = float(shift), float(scale)
+    if not (math.isfinite(shift) and math.isfinite(scale) and scale != 0.0):
+        raise ValueError(
+            f"fixed_affine: shift must be finite and scale finite and non-zero, got "
+            f"shift={shift}, scale={scale}"
+        )
+    log_scale = math.log(abs(scale))
+
+    init, check = _param_free("fixed_affine")
+
+    def apply(params, x, *, context=None):
+        del context
+        check(params, x, "fixed_affine.apply")
+        return (x - shift) / scale, jnp.asarray(-x.size * log_scale, x.dtype)
+
+    def inverse(params, z, *, context=None):
+        del context
+        check(params, z, "fixed_affine.inverse")
+        return z * scale + shift, jnp.asarray(z.size * log_scale, z.dtype)
+
+    return Transform(init, apply, inverse)
+
+
 def sigmoid() -> Transform:
     """Elementwise logistic sigmoid from the real line to (0, 1); no params (``{}``).
 
@@ -106,14 +151,7 @@ def sigmoid() -> Transform:
         >>> t = sigmoid(); z, logdet = t.apply({}, jnp.array([0.0, 30.0]))
     """
 
-    def init(key, x_example):
-        del key, x_example
-        return {}
-
-    def check(params, x, where):
-        check_event(x, x.shape, where)
-        if params is not None and (not isinstance(params, dict) or params):
-            raise ValueError(f"{where}: sigmoid has no params, expected {{}}, got {params}")
+    init, check = _param_free("sigmoid")
 
     def apply(params, x, *, context=None):
         del context

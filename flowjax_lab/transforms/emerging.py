@@ -34,6 +34,7 @@ from flowjax_lab.convolution import conv2d
 from flowjax_lab.core import Transform
 from flowjax_lab.transforms.autoregressive import check_params
 from flowjax_lab.transforms.image import check_image
+from flowjax_lab.transforms.linear import random_orthogonal
 
 Array = jax.Array
 
@@ -102,13 +103,37 @@ def _flip(x: Array) -> Array:
     return x[::-1, ::-1, ::-1]
 
 
-def emerging_conv(kernel_size: int = 3) -> Transform:
+def _rotation_centres(key, c: int, dtype) -> tuple[Array, Array, Array]:
+    """Centre taps of A and B whose product B A is a random orthogonal C x C matrix.
+
+    At the centre A's map is lower triangular L_A (diagonal exp(log_diag)) and B's is unit
+    upper U_B (B works in the reversed channel order). With J the reversal and Q random
+    orthogonal, the pivoted LU J Q J = P L U gives the orthogonal Q' = J P^T J Q = U_B L_0 with
+    U_B = J L J (entries at most 1 in size: well conditioned) and L_0 = J U J. Q' D with
+    D = diag(sign of L_0's diagonal) is orthogonal too, and L_A = L_0 D has a positive
+    diagonal. Returns (kernel_a centre, log_diag, kernel_b centre) in `_kernel`'s layout (entry
+    [i, o], i < o).
+    """
+    q = random_orthogonal(key, c, dtype)
+    _, l_rev, u_rev = jsl.lu(q[::-1, ::-1])
+    u_b, l_0 = l_rev[::-1, ::-1], u_rev[::-1, ::-1]
+    l_a = l_0 * jnp.sign(jnp.diag(l_0))[None, :]
+    l_b = u_b[::-1, ::-1]  # B's centre map in its own (reversed) channel order, unit lower
+    return l_a.T, jnp.log(jnp.abs(jnp.diag(l_a))), l_b.T
+
+
+def emerging_conv(kernel_size: int = 3, *, random_rotation: bool = True) -> Transform:
     """Emerging k x k convolution: two masked autoregressive convolutions, f = B o A.
 
     See the module docstring for the math and the cost. f(x) = B(A(x)) (two convs, one pass);
     log|det J_f| = H W sum(log_diag); g by two sequential substitutions over the H W pixels in
-    a ``lax.fori_loop`` (for sampling). Starts at the identity (zero kernels, log_diag = 0).
-    ``kernel_size = 1`` is an LU-parametrised 1x1 convolution.
+    a ``lax.fori_loop`` (for sampling). ``kernel_size = 1`` is an LU-parametrised 1x1
+    convolution.
+
+    Starts (``random_rotation=True``) with zero off-centre taps and centre taps whose product is
+    a random orthogonal C x C matrix drawn from the init key (a 1x1 random rotation, Glow's
+    init, which the training then grows into a k x k convolution); ``random_rotation=False``:
+    the identity (zero kernels, log_diag = 0).
 
     Params: ``{"kernel_a": (k, k, C, C), "log_diag": (C,), "kernel_b": (k, k, C, C)}``; the
     masked-out entries are never read (their gradient is 0).
@@ -123,10 +148,18 @@ def emerging_conv(kernel_size: int = 3) -> Transform:
     k = kernel_size
 
     def init(key, x_example):
-        del key
         _, _, c = check_image(x_example, "emerging_conv.init")
-        zeros = jnp.zeros((k, k, c, c), x_example.dtype)
-        return {"kernel_a": zeros, "log_diag": jnp.zeros((c,), x_example.dtype), "kernel_b": zeros}
+        dtype = x_example.dtype
+        zeros = jnp.zeros((k, k, c, c), dtype)
+        if not random_rotation:
+            return {"kernel_a": zeros, "log_diag": jnp.zeros((c,), dtype), "kernel_b": zeros}
+        centre_a, log_diag, centre_b = _rotation_centres(key, c, dtype)
+        r = k // 2
+        return {
+            "kernel_a": zeros.at[r, r].set(centre_a),
+            "log_diag": log_diag,
+            "kernel_b": zeros.at[r, r].set(centre_b),
+        }
 
     def kernels(params, x, where):
         check_image(x, where)

@@ -20,9 +20,12 @@ from flowjax_lab.transforms.linear import (
     _full_forward,
     _full_init,
     _full_logdet,
+    _full_rotation_init,
     _full_solve,
     _lu_init,
+    _lu_logdet,
     _lu_parts,
+    _lu_rotation_init,
     matrix_transform,
 )
 from flowjax_lab.transforms.spline import Transformer, make_transformer
@@ -30,19 +33,28 @@ from flowjax_lab.transforms.spline import Transformer, make_transformer
 Array = jax.Array
 
 
-def conv1x1(lu: bool = True) -> Transform:
+def conv1x1(lu: bool = True, *, random_rotation: bool = True) -> Transform:
     """Invertible 1x1 convolution (Glow): the same C x C matrix W mixes channels at every pixel.
 
     f(x)[h, w] = W x[h, w]; g(z)[h, w] = W^-1 z[h, w]; log|det J_f| = H * W * log|det W|.
     ``lu=False``: W a full matrix, O(C^3) log-det and solve plus O(HWC^2) to apply.
-    ``lu=True``: W = L U (unit-lower L, upper U with diagonal exp(log_diag)), O(C) log-det and
-    O(HWC^2) both ways. Starts at W = I.
+    ``lu=True``: W = P L (U + diag(s)) (unit-lower L, strictly upper U), O(C) log-det and
+    O(HWC^2) both ways.
+
+    Starts (``random_rotation=True``, Glow's init) at a random orthogonal W drawn from the init
+    key, so consecutive couplings see different channel mixtures from the first step. For
+    ``lu=True`` that W is decomposed once: the permutation P ("perm") and the signs of s
+    ("sign") are integer leaves that training never changes; L, U and log|s| are trained, so
+    every invertible W with that P and those signs is reachable. ``random_rotation=False``:
+    W = I, P = I and s = exp(log_diag) > 0 (then only W with positive leading minors are
+    reachable by the LU form).
     """
     if lu:
         forward, solve = _lu_parts(None)
-        logdet = lambda p: jnp.sum(p["log_diag"])  # noqa: E731
-        return matrix_transform("conv1x1", _lu_init, forward, solve, logdet, 3)
-    return matrix_transform("conv1x1", _full_init, _full_forward, _full_solve, _full_logdet, 3)
+        init = _lu_rotation_init if random_rotation else _lu_init
+        return matrix_transform("conv1x1", init, forward, solve, _lu_logdet, 3)
+    init = _full_rotation_init if random_rotation else _full_init
+    return matrix_transform("conv1x1", init, _full_forward, _full_solve, _full_logdet, 3)
 
 
 # --------------------------------------------------------------------------- squeeze
@@ -197,16 +209,26 @@ def _merge_channels(xa, yb):
     return jnp.concatenate([xa, yb], axis=-1)
 
 
+_SCALES = {"exp": "affine", "sigmoid": "glow_affine", "none": "additive"}
+
+
 def image_affine_coupling(
-    hidden_channels: int = 64, kernel_size: int = 3, context_channels: int = 0
+    hidden_channels: int = 64,
+    kernel_size: int = 3,
+    context_channels: int = 0,
+    *,
+    scale: str = "exp",
 ) -> Transform:
     """Channel-wise affine coupling for images (RealNVP/Glow) with a `nets.ConvNet` conditioner.
 
     The channels split into x_A = x[..., :C//2] (kept) and x_B = x[..., C//2:]:
-    f(x)_A = x_A, f(x)_B = (x_B - mu(x_A, c)) exp(-s(x_A, c)), with ``s = 5 tanh(raw / 5)``;
-    g: x_B = z_B exp(s(z_A, c)) + mu(z_A, c); log|det J_f| = -sum_{h, w, B} s.
-    One conditioner pass each way, O(HW (k^2 C h + h^2)) per event. Starts at the identity (the
-    conditioner's last conv is zero). Mix channels between couplings (`conv1x1`).
+    f(x)_A = x_A, f(x)_B = (x_B - mu(x_A, c)) * a(x_A, c); g: x_B = z_B / a(z_A, c) + mu(z_A, c);
+    log|det J_f| = sum_{h, w, B} log a. The scale a from the conditioner's raw output r:
+    ``scale="exp"``: a = exp(-5 tanh(r / 5)) (starts at the identity); ``"sigmoid"``: Glow's
+    a = sigmoid(r + 2) in (0, 1) (starts at a = 0.88); ``"none"``: a = 1, NICE's additive
+    coupling (log-det 0, starts at the identity). The conditioner's last conv starts at zero.
+    One conditioner pass each way, O(HW (k^2 C h + h^2)) per event. Mix channels between
+    couplings (`conv1x1`).
 
     Args:
         hidden_channels: conditioner width h (0: a single zero-initialised k x k conv, as in
@@ -214,12 +236,17 @@ def image_affine_coupling(
         kernel_size: k of the conditioner's first and last convs (odd).
         context_channels: length of a context, either one vector (C_c,) for the whole image or
             a per-pixel (H, W, C_c) image, concatenated to x_A's channels (0: unconditional).
+        scale: "exp", "sigmoid" or "none" (above).
 
     Example:
         >>> t = image_affine_coupling(8); p = t.init(jax.random.key(0), jnp.zeros((4, 4, 2)))
         >>> z, logdet = t.apply(p, jnp.ones((4, 4, 2)))
     """
-    tr = make_transformer("affine")
+    if scale not in _SCALES:
+        raise ValueError(
+            f"image_affine_coupling: scale must be one of {list(_SCALES)}, got {scale!r}"
+        )
+    tr = make_transformer(_SCALES[scale])
     return _image_coupling(
         "image_affine_coupling", tr, hidden_channels, kernel_size, context_channels
     )

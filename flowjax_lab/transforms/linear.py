@@ -1,7 +1,9 @@
 """Linear flows z = W x on the last axis, with W parametrised so that det and solve are cheap.
 
 All act on the last axis of an event; leading axes (pixels, for ``conv1x1``) share W, so the
-log-det is (number of positions) * log|det W|. Each starts at W = I (QR: W = Q orthogonal).
+log-det is (number of positions) * log|det W|. ``linear``, ``triangular`` and ``lu_linear`` start
+at W = I (``lu_linear(random_rotation=True)``: a random orthogonal W); ``qr_linear`` at a random
+orthogonal Q with R = I.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import jax.scipy.linalg as jsl
 import numpy as np
 
 from flowjax_lab.core import Transform, as_key, check_event
+
+Array = jax.Array
 
 
 def _rows(x):
@@ -71,6 +75,17 @@ def matrix_transform(
 
 def _full_init(key, d, dtype):
     return {"weight": jnp.eye(d, dtype=dtype)}
+
+
+def random_orthogonal(key, d: int, dtype=jnp.float32) -> Array:
+    """A d x d orthogonal matrix drawn from the Haar measure: Q of the QR decomposition of a
+    standard normal matrix, its columns signed by diag(R). det Q = +1 or -1; O(d^3)."""
+    q, r = jnp.linalg.qr(jax.random.normal(as_key(key), (d, d), dtype))
+    return q * jnp.sign(jnp.diag(r))
+
+
+def _full_rotation_init(key, d, dtype):
+    return {"weight": random_orthogonal(key, d, dtype)}
 
 
 def _full_forward(params, rows):
@@ -131,41 +146,81 @@ def _lu_init(key, d, dtype):
     return {"lower": zeros, "upper": zeros, "log_diag": jnp.zeros((d,), dtype)}
 
 
+def _lu_rotation_init(key, d, dtype):
+    """Glow's init: a random orthogonal W decomposed once, W = P L (U + diag(sign * exp(log_diag))),
+    with the permutation P and the signs kept as integer (never trained) leaves."""
+    p, lower, upper = jsl.lu(random_orthogonal(key, d, dtype))
+    diag = jnp.diag(upper)
+    return {
+        "lower": lower,
+        "upper": upper,
+        "log_diag": jnp.log(jnp.abs(diag)),
+        "sign": jnp.where(diag < 0, -1, 1).astype(jnp.int32),
+        "perm": jnp.argmax(p, axis=1).astype(jnp.int32),  # (P y)_i = y_{perm[i]}
+    }
+
+
 def _lu_factors(p):
     d = p["log_diag"].shape[0]
-    lower = jnp.tril(p["lower"], -1) + jnp.eye(d, dtype=p["lower"].dtype)
-    upper = jnp.triu(p["upper"], 1) + jnp.diag(jnp.exp(p["log_diag"]))
-    return lower, upper
+    dtype = p["lower"].dtype
+    lower = jnp.tril(p["lower"], -1) + jnp.eye(d, dtype=dtype)
+    diag = jnp.exp(p["log_diag"])
+    if "sign" in p:
+        diag = diag * p["sign"].astype(dtype)
+    return lower, jnp.triu(p["upper"], 1) + jnp.diag(diag)
 
 
 def _lu_parts(permutation):
-    perm = None if permutation is None else np.asarray(permutation)
-    inv = None if perm is None else np.argsort(perm)
+    """(forward, solve) of W = P L U; P from the params' "perm" leaf when there is one, else
+    the static ``permutation`` (None: P = I)."""
+    static = None if permutation is None else np.asarray(permutation)
+
+    def perm_of(p):
+        return p["perm"] if "perm" in p else static
 
     def forward(p, rows):
         lower, upper = _lu_factors(p)
         y = rows @ upper.T @ lower.T
+        perm = perm_of(p)
         return y if perm is None else y[:, perm]
 
     def solve(p, rows):
         lower, upper = _lu_factors(p)
-        y = rows.T if inv is None else rows[:, inv].T
+        perm = perm_of(p)
+        y = rows.T if perm is None else rows[:, jnp.argsort(perm)].T
         y = jsl.solve_triangular(lower, y, lower=True, unit_diagonal=True)
         return jsl.solve_triangular(upper, y, lower=False).T
 
     return forward, solve
 
 
-def lu_linear(permutation: Sequence[int] | None = None) -> Transform:
-    """W = P L U as in Glow: fixed P, unit-lower L, upper U with diagonal exp(log_diag).
+def lu_linear(
+    permutation: Sequence[int] | None = None, *, random_rotation: bool = False
+) -> Transform:
+    """W = P L U as in Glow: fixed P, unit-lower L, upper U with diagonal s.
 
     f(x) = P L U x; g(z) = U^-1 L^-1 P^T z by two triangular solves;
-    log|det J_f| = sum(log_diag). Cost: O(d^2) both ways, O(d) log-det. Starts at W = P
-    (P = I unless ``permutation`` gives the row order: (P y)_i = y_{permutation[i]}).
+    log|det J_f| = sum log|s|. Cost: O(d^2) both ways, O(d) log-det.
+
+    Default: s = exp(log_diag), starting at W = P (P = I unless ``permutation`` gives the row
+    order: (P y)_i = y_{permutation[i]}); only matrices whose leading minors are positive (after
+    P) are reachable. ``random_rotation=True`` (Glow's init): W starts at a random orthogonal
+    matrix drawn from the init key, decomposed once into P L U with s = sign * exp(log_diag);
+    P ("perm") and the signs ("sign") are integer leaves that training never changes, so every
+    invertible W with that P and those signs is reachable.
     """
+    if random_rotation and permutation is not None:
+        raise ValueError(
+            "lu_linear: give permutation= or random_rotation=True, not both (the random "
+            "rotation's LU decomposition chooses P)"
+        )
     forward, solve = _lu_parts(permutation)
-    logdet = lambda p: jnp.sum(p["log_diag"])  # noqa: E731
-    return matrix_transform("lu_linear", _lu_init, forward, solve, logdet, 1)
+    init = _lu_rotation_init if random_rotation else _lu_init
+    return matrix_transform("lu_linear", init, forward, solve, _lu_logdet, 1)
+
+
+def _lu_logdet(p):
+    return jnp.sum(p["log_diag"])
 
 
 # --------------------------------------------------------------------------- QR

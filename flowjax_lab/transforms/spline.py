@@ -282,16 +282,46 @@ def spline_transformer(bins: int, bound: float) -> Transformer:
     )
 
 
+def glow_affine_transformer(x: Array, raw: Array) -> tuple[Array, Array]:
+    """f: ``y = (x - raw[..., 0]) * sigmoid(raw[..., 1] + 2)``, Glow's coupling scale (its code);
+    ``log dy/dx = log sigmoid(raw[..., 1] + 2)`` < 0. At zero raw the scale is sigmoid(2) = 0.88
+    (not the identity). Scales lie in (0, 1): f only contracts, g only expands."""
+    log_scale = jax.nn.log_sigmoid(raw[..., 1] + 2.0)
+    return (x - raw[..., 0]) * jnp.exp(log_scale), log_scale
+
+
+def glow_affine_transformer_inverse(y: Array, raw: Array) -> tuple[Array, Array]:
+    """g = f^-1 of `glow_affine_transformer`: ``x = y / sigmoid(raw[..., 1] + 2) + shift``."""
+    log_scale = jax.nn.log_sigmoid(raw[..., 1] + 2.0)
+    return y * jnp.exp(-log_scale) + raw[..., 0], -log_scale
+
+
+def additive_transformer(x: Array, raw: Array) -> tuple[Array, Array]:
+    """f: ``y = x - raw[..., 0]`` (NICE's additive coupling); log dy/dx = 0."""
+    return x - raw[..., 0], jnp.zeros_like(x)
+
+
+def additive_transformer_inverse(y: Array, raw: Array) -> tuple[Array, Array]:
+    """g: ``x = y + raw[..., 0]``; log dx/dy = 0."""
+    return y + raw[..., 0], jnp.zeros_like(y)
+
+
 AFFINE = Transformer(2, affine_transformer, affine_transformer_inverse)
+GLOW_AFFINE = Transformer(2, glow_affine_transformer, glow_affine_transformer_inverse)
+ADDITIVE = Transformer(1, additive_transformer, additive_transformer_inverse)
+TRANSFORMERS = ("affine", "glow_affine", "additive", "spline")
 
 
 def make_transformer(name: str, bins: int = 8, bound: float = 3.0) -> Transformer:
-    """``"affine"`` (raw = [shift, log-scale]) or ``"spline"`` (`spline_transformer`)."""
-    if name == "affine":
-        return AFFINE
+    """``"affine"`` (raw = [shift, log-scale], scale exp(-5 tanh(raw / 5))), ``"glow_affine"``
+    (scale sigmoid(raw + 2)), ``"additive"`` (raw = [shift]) or ``"spline"``
+    (`spline_transformer`)."""
+    fixed = {"affine": AFFINE, "glow_affine": GLOW_AFFINE, "additive": ADDITIVE}
+    if name in fixed:
+        return fixed[name]
     if name == "spline":
         return spline_transformer(bins, bound)
-    raise ValueError(f'transformer must be "affine" or "spline", got {name!r}')
+    raise ValueError(f"transformer must be one of {list(TRANSFORMERS)}, got {name!r}")
 
 
 def _check_spline_args(bins, bound) -> tuple[int, float]:
