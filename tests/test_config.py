@@ -99,6 +99,7 @@ def test_schedule_objective():
         (BASE, ["objective=reverse_kl"], r"reverse_kl needs a 'target' section"),
         # bad values
         (BASE, ["train.steps=0"], r"'train\.steps' must be a positive integer, got 0"),
+        (BASE, ["eval.temperature=0"], r"'eval\.temperature': must be a positive number, got 0"),
         (BASE, ["train.resume=true"], r"train\.resume.*output\.run_id: seed"),
         (
             {**BASE, "target": {"name": "u1"}},

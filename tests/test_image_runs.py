@@ -6,12 +6,14 @@ import json
 import math
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
+import flowjax_lab as fl
 from flowjax_lab import data as D
 from flowjax_lab.experiment import build as problems
-from flowjax_lab.experiment import cli
+from flowjax_lab.experiment import cli, pipeline
 from flowjax_lab.experiment import config as C
 
 TINY = str(Path(__file__).parent.parent / "configs" / "glow_digits_tiny.yaml")
@@ -53,6 +55,12 @@ def test_eval_prints_test_bits_per_dim_with_its_se(image_run, capsys, tmp_path):
     assert cli.main(["sample", str(run_dir), "-n", "5", "-o", str(out)]) == 0
     assert "5 samples of shape (8, 8, 1)" in capsys.readouterr().out
     assert np.load(out).shape == (5, 8, 8, 1)
+    # --temperature: x = g(T z), the same as fl.sample_at_temperature on the run's params
+    assert cli.main(["sample", str(run_dir), "-n", "5", "-o", str(out), "--temperature", "0.5"]) == 0
+    _, _, flow, params = pipeline.load_run(run_dir)
+    want = fl.sample_at_temperature(flow, params, jax.random.key(0), 5, 0.5)
+    np.testing.assert_allclose(np.load(out), np.asarray(want), atol=1e-5)
+    assert not np.allclose(np.load(out), pipeline.sample(run_dir, 5))
 
 
 def _config(*overrides):
