@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import flowjax_lab as fl
-from _common import device_info, load_average, print_table, write_results
+from _common import categorical_bits, device_info, load_average, print_table, write_results
 from flowjax_lab import transforms as T
 from flowjax_lab.objectives import mean_and_se
 
@@ -61,15 +61,6 @@ def glow_name(mixing, rotation, coupling, preprocessing) -> str:
 
 
 ROWS = ["categorical", "nsf", *(glow_name(*r) for r in GLOW_ROWS)]
-
-
-def categorical_bits(train: np.ndarray, test: np.ndarray, levels: int) -> np.ndarray:
-    """Per-image bits/dim of independent per-pixel categoricals with add-one smoothing."""
-    flat_train, flat_test = train.reshape(len(train), -1), test.reshape(len(test), -1)
-    counts = np.stack([np.bincount(col, minlength=levels) for col in flat_train.T.astype(int)])
-    probs = (counts + 1.0) / (len(flat_train) + levels)  # (D, L)
-    log2p = np.log2(probs[np.arange(flat_test.shape[1]), flat_test.astype(int)])
-    return -log2p.mean(axis=1)
 
 
 def build(name: str):

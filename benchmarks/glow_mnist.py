@@ -33,8 +33,9 @@ import numpy as np
 import optax
 
 import flowjax_lab as fl
-from _common import device_info, print_table, write_results
+from _common import categorical_bits, device_info, print_table, write_results
 from flowjax_lab import data as D
+from flowjax_lab.objectives import mean_and_se
 
 PUBLISHED = 1.05  # Glow, MNIST, test bits/dim
 CPU = dict(pad=0, levels=2, steps_per_level=4, hidden_channels=64, batch=32, steps=100000)
@@ -46,8 +47,9 @@ def train_one(args, mixing: str, images, max_steps: int, minutes: float | None) 
     shape = images.train.shape[1:]
     dim = int(np.prod(shape))
     flow = fl.models.glow(
-        shape, args.levels, args.steps_per_level, args.hidden_channels, args.coupling, mixing
-    )
+        shape, args.levels, args.steps_per_level, args.hidden_channels, args.coupling, mixing,
+        random_rotation=not args.identity_init,
+    )  # fmt: skip
     key = jax.random.key(args.seed)
     k_init, k_noise, k_test = jax.random.split(key, 3)
     def dequantize(k, p):
@@ -128,6 +130,10 @@ def main(args) -> None:
     rows = [train_one(args, mixings[0], images, args.steps, args.minutes)]
     for mixing in mixings[1:]:
         rows.append(train_one(args, mixing, images, rows[0]["steps"], None))
+    bits = categorical_bits(images.train, images.test[: args.test_rows], 256)
+    rows.append({"mixing": "per-pixel categorical (add-one)", "image": rows[0]["image"],
+                 "test bits/dim": float(bits.mean()), "+- SE": float(mean_and_se(bits)[1]),
+                 "bits/MNIST pixel": float(bits.mean() * np.prod(images.test.shape[1:]) / 784)})  # fmt: skip
     rows.append({"mixing": "Glow (published)", "test bits/dim": PUBLISHED})
     columns = [
         "mixing",
@@ -158,7 +164,12 @@ if __name__ == "__main__":
     parser.add_argument("--steps-per-level", type=int, default=None)
     parser.add_argument("--hidden-channels", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None)
-    parser.add_argument("--coupling", default="affine", choices=["affine", "spline"])
+    parser.add_argument(
+        "--coupling", default="affine", choices=["affine", "glow_affine", "additive", "spline"]
+    )
+    parser.add_argument(
+        "--identity-init", action="store_true", help="mixings start at W = I (not a rotation)"
+    )
     parser.add_argument("--mixings", default="conv1x1_lu,emerging", help="comma-separated")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=500)
