@@ -52,6 +52,9 @@ GLOW_ROWS = [  # (mixing, random_rotation, coupling, preprocessing)
     ("conv1x1_lu", True, "spline", None),
     ("conv1x1_lu", True, "affine", "center"),
     ("conv1x1_lu", True, "affine", "logit"),
+    ("conv1x1", True, "affine", "logit"),
+    ("emerging", True, "affine", "logit"),
+    ("conv1x1_lu", True, "spline", "logit"),
 ]
 
 

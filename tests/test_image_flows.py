@@ -103,7 +103,7 @@ def test_glow_compile_is_flat_in_steps_per_level():
 @pytest.mark.slow
 def test_glow_with_emerging_convs_samples_agree_with_log_prob():
     # the inverse (sampling) runs each emerging conv's sequential substitution
-    flow = fl.models.glow((4, 4, 1), 2, 1, 4, mixing="emerging")
+    flow = fl.models.glow((4, 4, 1), 2, 1, 4, mixing="emerging", preprocessing=None)
     params = jax.jit(flow.init)(jax.random.key(0))
     params = fl.testing.randomize_params(jax.random.key(1), params, 0.05)
     x, lp = jax.jit(flow.sample_and_log_prob, static_argnums=2)(params, jax.random.key(2), 8)
@@ -154,9 +154,10 @@ def test_glow_trains_on_digits_below_stated_bits_per_dim(digits):
         progress=False,
     )
     after = float(bpd(result.params))
-    # uniform over 17 levels is log2(17) = 4.09 bits/dim; measured 4.64 -> 3.32
-    assert before > 4.2
-    assert after < 3.6, (before, after)
+    # uniform over 17 levels is log2(17) = 4.09 bits/dim; with the default logit preprocessing
+    # measured 3.71 at init -> 2.61 after 60 steps (identity mixings, no logit: 4.64 -> 3.32)
+    assert before > 3.5
+    assert after < 2.9, (before, after)
 
 
 # --------------------------------------------------------------------------- dequantisation
