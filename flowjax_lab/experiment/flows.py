@@ -157,11 +157,14 @@ def _to_data_units(problem: Problem, x: np.ndarray) -> np.ndarray:
     return np.asarray(x if s is None else D.unstandardize(s, x))
 
 
+# one compiled program per (flow, n, temperature), reused across calls
+_draw = jax.jit(sample_at_temperature, static_argnums=(0, 3, 4))
+
+
 def sample(problem: Problem, flow: Flow, params, key, n: int, temperature=1.0) -> np.ndarray:
     """n model samples in data units (pixel intensities in [0, 1) for digits and images), at
     ``temperature`` (`fl.sample_at_temperature`)."""
-    draw = jax.jit(lambda p, k: sample_at_temperature(flow, p, k, n, temperature))
-    x = _to_data_units(problem, np.asarray(draw(params, key)))
+    x = _to_data_units(problem, np.asarray(_draw(flow, params, key, n, float(temperature))))
     if problem.alpha is not None:
         x = np.asarray(D.inverse_logit_transform(x, problem.alpha))
     return x

@@ -115,11 +115,11 @@ def _rotation_centres(key, c: int, dtype) -> tuple[Array, Array, Array]:
     [i, o], i < o).
     """
     q = random_orthogonal(key, c, dtype)
+    # l_rev is U_B in B's own (reversed) channel order: unit lower, B's centre map as it is
     _, l_rev, u_rev = jsl.lu(q[::-1, ::-1])
-    u_b, l_0 = l_rev[::-1, ::-1], u_rev[::-1, ::-1]
+    l_0 = u_rev[::-1, ::-1]
     l_a = l_0 * jnp.sign(jnp.diag(l_0))[None, :]
-    l_b = u_b[::-1, ::-1]  # B's centre map in its own (reversed) channel order, unit lower
-    return l_a.T, jnp.log(jnp.abs(jnp.diag(l_a))), l_b.T
+    return l_a.T, jnp.log(jnp.abs(jnp.diag(l_a))), l_rev.T
 
 
 def emerging_conv(kernel_size: int = 3, *, random_rotation: bool = True) -> Transform:
