@@ -36,8 +36,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import flowjax_lab as fl
-from _common import categorical_bits, device_info, load_average, print_table, write_results
-from flowjax_lab import transforms as T
+from _common import (
+    categorical_bits,
+    device_info,
+    load_average,
+    print_table,
+    vector_nsf,
+    write_results,
+)
 from flowjax_lab.objectives import mean_and_se
 
 GLOW_ROWS = [  # (mixing, random_rotation, coupling, preprocessing)
@@ -69,8 +75,7 @@ ROWS = ["categorical", "nsf", *(glow_name(*r) for r in GLOW_ROWS)]
 def build(name: str):
     """(flow, event shape) of a flow row."""
     if name == "nsf":
-        nsf = fl.models.nsf(64, 8, (256, 256), 8, permutation="random")
-        return fl.make_flow(fl.chain(T.logit(0.05), nsf.transform), event_shape=(64,)), (64,)
+        return vector_nsf(64), (64,)
     mixing, rotation, coupling, preprocessing = next(r for r in GLOW_ROWS if glow_name(*r) == name)
     flow = fl.models.glow((8, 8, 1), levels=2, steps_per_level=4, hidden_channels=32,
                           coupling=coupling, mixing=mixing, random_rotation=rotation,
@@ -113,7 +118,9 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {ROWS}")
     info = device_info()
-    print(f"device: {info['platform']} ({info['device']}) x{info['num_devices']}, jax {info['jax']}")
+    print(
+        f"device: {info['platform']} ({info['device']}) x{info['num_devices']}, jax {info['jax']}"
+    )
     print(f"load average at start: {load_average()}")
     splits = fl.data.load_digits_images(jax.random.key(0))
     levels = splits.num_levels

@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 import flowjax_lab as fl
-from _common import categorical_bits, device_info, print_table, write_results
+from _common import categorical_bits, device_info, print_table, vector_nsf, write_results
 from flowjax_lab import data as D
 from flowjax_lab.objectives import mean_and_se
 
@@ -42,20 +42,30 @@ CPU = dict(pad=0, levels=2, steps_per_level=4, hidden_channels=64, batch=32, ste
 FULL = dict(pad=2, levels=3, steps_per_level=32, hidden_channels=512, batch=64, steps=200000)
 
 
-def train_one(args, mixing: str, images, max_steps: int, minutes: float | None) -> dict:
-    """Train one Glow; returns its row (test bits/dim +- SE, steps, wall time)."""
-    shape = images.train.shape[1:]
-    dim = int(np.prod(shape))
+def build(args, mixing: str, shape: tuple[int, ...]) -> tuple[fl.Flow, tuple[int, ...]]:
+    """(flow, event shape) of one row: a Glow with this mixing, or ``"nsf"``, the vector NSF."""
+    if mixing == "nsf":
+        dim = int(np.prod(shape))
+        return vector_nsf(dim), (dim,)
     flow = fl.models.glow(
         shape, args.levels, args.steps_per_level, args.hidden_channels, args.coupling, mixing,
-        random_rotation=not args.identity_init,
+        random_rotation=not args.identity_init, preprocessing=args.preprocessing,
     )  # fmt: skip
+    return flow, shape
+
+
+def train_one(args, mixing: str, images, max_steps: int, minutes: float | None) -> dict:
+    """Train one flow; returns its row (test bits/dim +- SE, steps, wall time)."""
+    flow, shape = build(args, mixing, images.train.shape[1:])
+    dim = int(np.prod(shape))
+    train_pixels = images.train.reshape(len(images.train), *shape)
     key = jax.random.key(args.seed)
     k_init, k_noise, k_test = jax.random.split(key, 3)
+
     def dequantize(k, p):
         return fl.objectives.uniform_dequantize_pixels(k, p.astype(jnp.float32), 256)
 
-    first = dequantize(k_init, jnp.asarray(images.train[:256]))
+    first = dequantize(k_init, jnp.asarray(train_pixels[:256]))
     params = jax.jit(lambda k, x: fl.data_init(flow, k, x))(k_init, first)
     trainable, fixed = fl.partition(params)
     lr = optax.join_schedules(
@@ -81,7 +91,7 @@ def train_one(args, mixing: str, images, max_steps: int, minutes: float | None) 
     while s < max_steps:
         rows = rng.integers(0, n, args.batch)
         trainable, opt_state, nll = step(
-            trainable, opt_state, images.train[rows], jax.random.fold_in(k_noise, s)
+            trainable, opt_state, train_pixels[rows], jax.random.fold_in(k_noise, s)
         )
         s += 1
         if s == 1:
@@ -103,7 +113,7 @@ def train_one(args, mixing: str, images, max_steps: int, minutes: float | None) 
         raise FloatingPointError(f"{mixing}: training diverged by step {s}")
     params = fl.combine(trainable, fixed)
     log_prob = jax.jit(flow.log_prob)
-    test = images.test[: args.test_rows]
+    test = images.test[: args.test_rows].reshape(-1, *shape)
     x_test = dequantize(k_test, jnp.asarray(test))
     lp = np.concatenate(
         [np.asarray(log_prob(params, x_test[i : i + 100])) for i in range(0, len(test), 100)]
@@ -111,7 +121,7 @@ def train_one(args, mixing: str, images, max_steps: int, minutes: float | None) 
     bits = np.asarray(fl.bits_per_dim(-lp.astype(np.float64), dim, num_levels=256))
     return {
         "mixing": mixing,
-        "image": "x".join(map(str, shape)),
+        "image": "x".join(map(str, images.train.shape[1:])),
         "steps": s,
         "train min": wall / 60,
         "compile s": compile_s,
@@ -148,7 +158,9 @@ def main(args) -> None:
     ]
     print(
         f"Glow L={args.levels} K={args.steps_per_level} {args.hidden_channels} channels, "
-        f"{args.coupling} coupling, batch {args.batch}, lr {args.lr}"
+        f"{args.coupling} coupling, preprocessing {args.preprocessing}, "
+        f"{'identity' if args.identity_init else 'random-rotation'} init, "
+        f"batch {args.batch}, lr {args.lr}"
     )
     print_table(rows, columns)
     print(f"wrote {write_results('glow_mnist', rows, {'args': vars(args)})}")
@@ -165,12 +177,19 @@ if __name__ == "__main__":
     parser.add_argument("--hidden-channels", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument(
-        "--coupling", default="affine", choices=["affine", "glow_affine", "additive", "spline"]
+        "--coupling", default="spline", choices=["affine", "glow_affine", "additive", "spline"]
     )
+    parser.add_argument(
+        "--preprocessing", default="logit", type=lambda v: None if v == "none" else v,
+        choices=["logit", "center", None], help="logit | center | none (fl.models.glow's option)",
+    )  # fmt: skip
     parser.add_argument(
         "--identity-init", action="store_true", help="mixings start at W = I (not a rotation)"
     )
-    parser.add_argument("--mixings", default="conv1x1_lu,emerging", help="comma-separated")
+    parser.add_argument(
+        "--mixings", default="conv1x1_lu,emerging,nsf",
+        help="comma-separated; 'nsf' is the vector NSF baseline on the flattened image",
+    )  # fmt: skip
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--clip", type=float, default=50.0)

@@ -98,7 +98,7 @@ def maf(
     num_layers: int = 5,
     hidden: Sequence[int] = (128, 128),
     *,
-    transformer: str = "affine",
+    transformer: str | T.Transformer = "affine",
     bins: int = 8,
     bound: float = 3.0,
     context_dim: int = 0,
@@ -108,6 +108,9 @@ def maf(
     actnorm: bool = False,
 ) -> Flow:
     """Masked autoregressive flow (Papamakarios et al. 2017): one-pass density, d-pass sampling.
+
+    ``transformer``: ``"affine"``, ``"spline"`` (``bins`` on [-``bound``, ``bound``]) or any
+    `Transformer` value (``T.sos_transformer``, ``T.dsf_transformer``, your own).
 
     Example:
         >>> flow = maf(dim=8, num_layers=5, hidden=(128, 128))
@@ -124,7 +127,7 @@ def iaf(
     num_layers: int = 5,
     hidden: Sequence[int] = (128, 128),
     *,
-    transformer: str = "affine",
+    transformer: str | T.Transformer = "affine",
     bins: int = 8,
     bound: float = 3.0,
     context_dim: int = 0,
@@ -141,6 +144,51 @@ def iaf(
     return _autoregressive(
         T.iaf, dim, num_layers, hidden, transformer, bins, bound, context_dim, permutation,
         mixing, elementwise_affine, actnorm,
+    )  # fmt: skip
+
+
+def naf(
+    dim: int,
+    num_layers: int = 5,
+    hidden: Sequence[int] = (128, 128),
+    units: int = 8,
+    *,
+    context_dim: int = 0,
+    permutation: str | None = "reverse",
+    mixing: str | None = None,
+    actnorm: bool = False,
+) -> Flow:
+    """Neural autoregressive flow (Huang et al. 2018): MADE conditioners and the deep sigmoidal
+    transformer (``T.dsf_transformer(units)``, M = ``units`` sigmoids per dimension).
+
+    Density: one MADE pass per layer; sampling: d sequential numerical solves per layer
+    (bisection + Newton, implicit gradients), so use it for density estimation.
+    """
+    return _autoregressive(
+        T.maf, dim, num_layers, hidden, T.dsf_transformer(units), 8, 3.0, context_dim,
+        permutation, mixing, False, actnorm,
+    )  # fmt: skip
+
+
+def sospf(
+    dim: int,
+    num_layers: int = 5,
+    hidden: Sequence[int] = (128, 128),
+    degree: int = 2,
+    terms: int = 2,
+    *,
+    context_dim: int = 0,
+    permutation: str | None = "reverse",
+    mixing: str | None = None,
+    actnorm: bool = False,
+) -> Flow:
+    """Sum-of-squares polynomial flow (Jaini et al. 2019): MADE conditioners and the SOS
+    transformer (``T.sos_transformer(degree, terms)``: increasing polynomials of degree
+    2 ``degree`` + 1). Density one pass per layer; sampling d numerical solves per layer.
+    """
+    return _autoregressive(
+        T.maf, dim, num_layers, hidden, T.sos_transformer(degree, terms), 8, 3.0, context_dim,
+        permutation, mixing, False, actnorm,
     )  # fmt: skip
 
 
@@ -335,4 +383,15 @@ def glow(
     return make_flow(transform, event_shape=shape)
 
 
-__all__ = ["flow_of_steps", "glow", "glow_step", "iaf", "maf", "nsf", "planar_flow", "realnvp"]
+__all__ = [
+    "flow_of_steps",
+    "glow",
+    "glow_step",
+    "iaf",
+    "maf",
+    "naf",
+    "nsf",
+    "planar_flow",
+    "realnvp",
+    "sospf",
+]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 import flowjax_lab as fl
 
@@ -49,6 +50,21 @@ def _wide(scale: float) -> Callable:
 def _unit_interval(key, shape, dtype):
     """Events inside (0, 1), away from the ends (the logit side of sigmoid / logit)."""
     return jax.random.uniform(key, shape, dtype, 0.05, 0.95)
+
+
+def _uniform(low: float, high: float) -> Callable:
+    """Events uniform in (low, high): the range of a bounded layer, or (0, inf) cut to a box."""
+    return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, low, high)
+
+
+def _sinh_arcsinh(x, raw):
+    """A user's own transformer (sinh-arcsinh, Jones and Pewsey 2009), no closed inverse given:
+    f(x) = sinh(b + a asinh(x)), log a = 2 tanh(raw_0 / 2), b = 2 tanh(raw_1 / 2) (bounded, so
+    that random conditioners at large weights stay well conditioned); log f' = log cosh(.) +
+    log a - log(1 + x^2) / 2."""
+    log_a, b = 2.0 * jnp.tanh(raw[..., 0] / 2.0), 2.0 * jnp.tanh(raw[..., 1] / 2.0)
+    u = b + jnp.exp(log_a) * jnp.arcsinh(x)
+    return jnp.sinh(u), jnp.log(jnp.cosh(u)) + log_a - 0.5 * jnp.log1p(x * x)
 
 
 CASES: dict[str, Case] = {
@@ -186,6 +202,50 @@ CASES: dict[str, Case] = {
     "sigmoid": Case("sigmoid", T.sigmoid, (4,), 0, _wide(3.0), _unit_interval),
     "logit": Case("logit", T.logit, (2, 3), 0, _unit_interval, None),
     "logit_squeezed": Case("logit", lambda: T.logit(0.05), (4,), 0, _unit_interval, None),
+    # bounded and positive supports: inverse inputs drawn inside each layer's range
+    "exp": Case("exp", T.exp, (3,), 0, None, _uniform(0.1, 4.0)),
+    "softplus": Case("softplus", T.softplus, (3,), 0, _wide(3.0), _uniform(0.05, 5.0)),
+    "tanh": Case("tanh", T.tanh, (3,), 0, _wide(2.0), _uniform(-0.95, 0.95)),
+    "power": Case("power", lambda: T.power(2.5), (3,), 0, _uniform(0.2, 3.0), _uniform(0.2, 3.0)),
+    "to_interval": Case(
+        "to_interval", lambda: T.to_interval(-1.0, 2.0), (3,), 0, _wide(2.0), _uniform(-0.9, 1.9)
+    ),
+    # numerical inverses (bisection + Newton, implicit gradients) and the transformers using them
+    "numerical_inverse_spline": Case(
+        "numerical_inverse",
+        lambda: T.numerical_inverse(T.spline(bins=5, bound=2.0)),
+        (2, 3),
+        0,
+        _wide(2.5),
+        _wide(2.5),
+        tol32=2e-5,
+        tol64=1e-12,
+    ),
+    "coupling_user_transformer_conditional": Case(
+        "numerical_transformer",
+        lambda: T.coupling(T.numerical_transformer(2, _sinh_arcsinh), (16,), context_dim=2),
+        (5,),
+        2,
+        tol32=5e-5,
+        tol64=1e-11,
+    ),
+    "coupling_dsf": Case(
+        "coupling", lambda: T.coupling(T.dsf_transformer(4), (16,)), (4,), tol32=5e-5, tol64=1e-11
+    ),
+    "maf_sos": Case(
+        "sos_transformer",
+        lambda: T.maf((16, 16), T.sos_transformer(2, 2)),
+        (4,),
+        tol32=5e-5,
+        tol64=1e-11,
+    ),
+    "iaf_dsf": Case(
+        "dsf_transformer",
+        lambda: T.iaf((16, 16), T.dsf_transformer(4)),
+        (4,),
+        tol32=5e-5,
+        tol64=1e-11,
+    ),
     # the VAE posterior (fl.vae): diagonal Gaussian then IAF steps; context [mu, log_sigma, h]
     "vae_iaf_posterior": Case(
         "vae.iaf_posterior",
@@ -256,6 +316,12 @@ MODEL_CASES: dict[str, ModelCase] = {
         tol32=5e-5,
         tol64=1e-11,
     ),
+    "naf_conditional": ModelCase(
+        "naf", lambda: M.naf(3, 2, (16, 16), 4, context_dim=2), 2, tol32=5e-5, tol64=1e-10
+    ),
+    "sospf_lu": ModelCase(
+        "sospf", lambda: M.sospf(3, 2, (16, 16), 2, 2, mixing="lu"), tol32=5e-5, tol64=1e-10
+    ),
     "realnvp_actnorm": ModelCase(
         "realnvp", lambda: M.realnvp(4, 2, (16, 16), actnorm=True), tol32=2e-5, tol64=1e-11
     ),
@@ -279,8 +345,9 @@ MODEL_CASES: dict[str, ModelCase] = {
     ),
     "glow_spline_emerging": ModelCase(
         "glow",
-        lambda: M.glow((4, 4, 1), 1, 2, 4, coupling="spline", mixing="emerging", bins=3,
-                       preprocessing=None),  # fmt: skip
+        lambda: M.glow(
+            (4, 4, 1), 1, 2, 4, coupling="spline", mixing="emerging", bins=3, preprocessing=None
+        ),  # fmt: skip
         tol32=5e-5,
         tol64=1e-11,
         # at s = 1.0 the emerging conv's sequential pixel solve behind perturbed actnorms is
@@ -290,8 +357,9 @@ MODEL_CASES: dict[str, ModelCase] = {
     ),
     "glow_logit_glow_affine_full": ModelCase(
         "glow",
-        lambda: M.glow((2, 2, 1), 1, 2, 4, coupling="glow_affine", mixing="conv1x1",
-                       preprocessing="logit"),  # fmt: skip
+        lambda: M.glow(
+            (2, 2, 1), 1, 2, 4, coupling="glow_affine", mixing="conv1x1", preprocessing="logit"
+        ),  # fmt: skip
         sample_x=_unit_interval,
         # at s = 1.0 some samples y of the Glow body are so large that sigmoid(y) rounds to 1:
         # the logit's pole, log_prob of such a sample is inf (inherent to logit preprocessing)

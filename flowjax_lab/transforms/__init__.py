@@ -1,7 +1,7 @@
 """Layers: every public factory returns a ``fl.Transform``; one file per family."""
 
 from flowjax_lab.transforms.autoregressive import iaf, maf
-from flowjax_lab.transforms.coupling import affine_coupling, spline_coupling
+from flowjax_lab.transforms.coupling import affine_coupling, coupling, spline_coupling
 from flowjax_lab.transforms.elementwise import actnorm, affine, fixed_affine, logit, sigmoid
 from flowjax_lab.transforms.emerging import emerging_conv
 from flowjax_lab.transforms.image import (
@@ -12,17 +12,36 @@ from flowjax_lab.transforms.image import (
     unsqueeze,
 )
 from flowjax_lab.transforms.linear import linear, lu_linear, qr_linear, triangular
+from flowjax_lab.transforms.monotone import dsf_transformer, sos_transformer
 from flowjax_lab.transforms.multiscale import multiscale
+from flowjax_lab.transforms.numerical import (
+    RootResult,
+    SolverOptions,
+    numerical_inverse,
+    numerical_transformer,
+    solve_monotone,
+)
 from flowjax_lab.transforms.permutation import permute, random_permutation, reverse_permutation
 from flowjax_lab.transforms.planar import planar, radial
-from flowjax_lab.transforms.spline import spline
+from flowjax_lab.transforms.spline import Transformer, spline
+from flowjax_lab.transforms.supports import exp, power, softplus, tanh, to_interval
 
+# Exported beside the factories: the Transformer type, the root solver and its result/options
+# types (not factories, so they have no conformance case).
+NOT_FACTORIES = ("RootResult", "SolverOptions", "Transformer", "solve_monotone")
 __all__ = [
+    "RootResult",
+    "SolverOptions",
+    "Transformer",
+    "solve_monotone",
     "actnorm",
     "affine",
     "affine_coupling",
     "conv1x1",
+    "coupling",
+    "dsf_transformer",
     "emerging_conv",
+    "exp",
     "fixed_affine",
     "iaf",
     "image_affine_coupling",
@@ -32,16 +51,23 @@ __all__ = [
     "lu_linear",
     "maf",
     "multiscale",
+    "numerical_inverse",
+    "numerical_transformer",
     "permute",
     "planar",
+    "power",
     "qr_linear",
     "radial",
     "random_permutation",
     "reverse_permutation",
     "sigmoid",
+    "softplus",
+    "sos_transformer",
     "spline",
     "spline_coupling",
     "squeeze",
+    "tanh",
+    "to_interval",
     "triangular",
     "unsqueeze",
 ]

@@ -100,7 +100,9 @@ def maf(
 
     Args:
         hidden: MADE hidden widths (use >= d - 1).
-        transformer: ``"affine"`` or ``"spline"``.
+        transformer: ``"affine"``, ``"spline"`` or a `Transformer` value (``sos_transformer``,
+            ``dsf_transformer``, your own from ``numerical_transformer``); one without a closed
+            inverse makes the d-step inverse solve each step numerically.
         bins: spline bins K (MADE gives 3K - 1 raw params per dimension).
         bound: spline interval [-B, B].
         context_dim: length of the context vector (0: unconditional, context ignored).

@@ -167,6 +167,26 @@ def affine_coupling(
     )
 
 
+def coupling(
+    transformer: str | Transformer,
+    hidden: Sequence[int] = (64, 64),
+    mask: Sequence[bool] | None = None,
+    context_dim: int = 0,
+    activation: Callable[[Array], Array] = nn.relu,
+) -> Transform:
+    """Coupling with any elementwise transformer: z_B = tau(x_B; theta(x_A, c)), z_A = x_A.
+
+    ``transformer``: a name of `make_transformer` or a `Transformer` (``sos_transformer``,
+    ``dsf_transformer``, ``numerical_transformer(...)``, a user's own). log|det J_f| = sum_B
+    log tau'(x_i). One conditioner pass each way; the inverse costs what ``transformer.inverse``
+    costs (closed form, or a numerical solve of every element at once). Mask, context and params
+    as in `affine_coupling`.
+    """
+    return _coupling(
+        "coupling", make_transformer(transformer), hidden, mask, context_dim, activation
+    )
+
+
 def spline_coupling(
     hidden: Sequence[int] = (64, 64),
     bins: int = 8,

@@ -312,16 +312,21 @@ ADDITIVE = Transformer(1, additive_transformer, additive_transformer_inverse)
 TRANSFORMERS = ("affine", "glow_affine", "additive", "spline")
 
 
-def make_transformer(name: str, bins: int = 8, bound: float = 3.0) -> Transformer:
+def make_transformer(name, bins: int = 8, bound: float = 3.0) -> Transformer:
     """``"affine"`` (raw = [shift, log-scale], scale exp(-5 tanh(raw / 5))), ``"glow_affine"``
-    (scale sigmoid(raw + 2)), ``"additive"`` (raw = [shift]) or ``"spline"``
-    (`spline_transformer`)."""
+    (scale sigmoid(raw + 2)), ``"additive"`` (raw = [shift]), ``"spline"``
+    (`spline_transformer`), or a `Transformer` value, returned as it is (a user's own, or
+    ``sos_transformer`` / ``dsf_transformer``)."""
+    if isinstance(name, Transformer):
+        return name
     fixed = {"affine": AFFINE, "glow_affine": GLOW_AFFINE, "additive": ADDITIVE}
     if name in fixed:
         return fixed[name]
     if name == "spline":
         return spline_transformer(bins, bound)
-    raise ValueError(f"transformer must be one of {list(TRANSFORMERS)}, got {name!r}")
+    raise ValueError(
+        f"transformer must be one of {list(TRANSFORMERS)} or a Transformer, got {name!r}"
+    )
 
 
 def _check_spline_args(bins, bound) -> tuple[int, float]:
