@@ -5,6 +5,7 @@ and return (output, log|det J|). Compose with ``chain``/``stack``, add a base wi
 """
 
 from flowjax_lab import (
+    bases,
     convolution,
     data,
     dequantization,
@@ -21,8 +22,10 @@ from flowjax_lab import (
 from flowjax_lab.checkpoint import Checkpointer, CheckpointError
 from flowjax_lab.core import (
     Flow,
+    TrainableBase,
     Transform,
     as_key,
+    base_distribution,
     chain,
     combine,
     data_init,
@@ -56,8 +59,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Flow",
+    "TrainableBase",
     "Transform",
     "as_key",
+    "base_distribution",
+    "bases",
     "chain",
     "combine",
     "convolution",

@@ -318,9 +318,59 @@ def _context_for(context, batch, n, where):
     return context.reshape(n, context.shape[-1])
 
 
+class TrainableBase(NamedTuple):
+    """A base distribution with params, trained with the flow's (see ``fl.bases``).
+
+    ``init(key, dtype) -> params`` (a pytree of arrays) and ``distribution(params) -> a distrax
+    distribution over one event of ``event_shape``. A flow made with one has params
+    ``{"transform": ..., "base": ...}``; flows with a fixed distrax base keep the transform's
+    params as they are.
+    """
+
+    event_shape: tuple[int, ...]
+    init: Any
+    distribution: Any
+
+
+def base_distribution(flow: Flow, params: Params):
+    """The flow's base as a distrax distribution at ``params`` (fixed bases ignore them)."""
+    if isinstance(flow.base, TrainableBase):
+        return flow.base.distribution(params["base"])
+    return flow.base
+
+
+def _carry_base_params(transform: Transform, base: TrainableBase) -> Transform:
+    """``transform`` on params ``{"transform": p, "base": q}``: init draws both, apply and inverse
+    read p only (the base's params ride along, so every transform-level tool sees one tree)."""
+
+    def check(params, where):
+        if not isinstance(params, dict) or set(params) != {"transform", "base"}:
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(
+                f"{where}: a flow with a trainable base has params with keys ['base', "
+                f"'transform'], got {got}"
+            )
+        return params["transform"]
+
+    def init(key, x_example, *, data=None, context=None):
+        k_t, k_b = jax.random.split(as_key(key))
+        return {
+            "transform": _init(transform, k_t, x_example, data, context),
+            "base": base.init(k_b, x_example.dtype),
+        }
+
+    def apply(params, x, *, context=None):
+        return transform.apply(check(params, "apply"), x, context=context)
+
+    def inverse(params, z, *, context=None):
+        return transform.inverse(check(params, "inverse"), z, context=context)
+
+    return Transform(init, apply, inverse)
+
+
 def make_flow(
     transform: Transform,
-    base: distrax.Distribution | None = None,
+    base: distrax.Distribution | TrainableBase | None = None,
     *,
     event_shape: tuple[int, ...] | None = None,
 ) -> Flow:
@@ -328,6 +378,8 @@ def make_flow(
 
     ``base`` defaults to a standard normal over ``event_shape``; give one of the two. The base's
     event shape is the noise shape; the data event shape is the same (shape-preserving flows).
+    A `TrainableBase` (``fl.bases.student_t``, ...) makes the params ``{"transform": ...,
+    "base": ...}`` and ``flow.transform`` the transform on those params.
     """
     if base is None:
         if event_shape is None:
@@ -336,10 +388,16 @@ def make_flow(
     shape = tuple(base.event_shape)
     if event_shape is not None and tuple(event_shape) != shape:
         raise ValueError(f"event_shape {tuple(event_shape)} != base event shape {shape}")
+    trainable = isinstance(base, TrainableBase)
+    if trainable:
+        transform = _carry_base_params(transform, base)
+
+    def dist(params):
+        return base.distribution(params["base"]) if trainable else base
 
     def init(key, x_example=None, *, data=None, context=None):
         if x_example is None:
-            x_example = jnp.zeros(shape, base.dtype)
+            x_example = jnp.zeros(shape, jnp.zeros(()).dtype if trainable else base.dtype)
         if tuple(x_example.shape) != shape:
             raise ValueError(f"init: expected one event of shape {shape}, got {x_example.shape}")
         return _init(transform, key, x_example, data, context)
@@ -348,18 +406,18 @@ def make_flow(
         xf, batch = _split_batch(jnp.asarray(x), shape, "log_prob")
         ctx = _context_for(context, batch, xf.shape[0], "log_prob")
         z, logdet = _batched(transform.apply, params, xf, ctx)
-        return (base.log_prob(z) + logdet).reshape(batch)
+        return (dist(params).log_prob(z) + logdet).reshape(batch)
 
     def sample_and_log_prob(params, key, n, context=None):
         n = _num_samples(n, "sample_and_log_prob")
-        z, log_pz = base.sample_and_log_prob(seed=as_key(key), sample_shape=(n,))
+        z, log_pz = dist(params).sample_and_log_prob(seed=as_key(key), sample_shape=(n,))
         ctx = _context_for(context, (n,), n, "sample")
         x, logdet = _batched(transform.inverse, params, z, ctx)
         return x, log_pz - logdet
 
     def sample(params, key, n, context=None):
         n = _num_samples(n, "sample")
-        z = base.sample(seed=as_key(key), sample_shape=(n,))
+        z = dist(params).sample(seed=as_key(key), sample_shape=(n,))
         ctx = _context_for(context, (n,), n, "sample")
         return _batched(transform.inverse, params, z, ctx)[0]
 
@@ -382,7 +440,7 @@ def sample_at_temperature(
     if not (math.isfinite(t) and t > 0.0):
         raise ValueError(f"sample_at_temperature: temperature must be > 0, got {temperature!r}")
     n = _num_samples(n, "sample_at_temperature")
-    z = t * flow.base.sample(seed=as_key(key), sample_shape=(n,))
+    z = t * base_distribution(flow, params).sample(seed=as_key(key), sample_shape=(n,))
     ctx = _context_for(context, (n,), n, "sample_at_temperature")
     return _batched(flow.transform.inverse, params, z, ctx)[0]
 

@@ -6,7 +6,7 @@ import distrax
 import jax
 import jax.numpy as jnp
 
-from flowjax_lab.core import Flow, Transform, _split_batch
+from flowjax_lab.core import Flow, Transform, _split_batch, base_distribution
 
 
 def _over_batch(fn, x, event_shape):
@@ -36,7 +36,8 @@ def to_distrax(flow: Flow, params) -> distrax.Distribution:
     Its ``log_prob`` and ``sample`` agree with ``flow.log_prob`` and ``flow.sample``.
     """
     return distrax.Transformed(
-        flow.base, _TransformBijector(flow.transform, params, flow.event_shape)
+        base_distribution(flow, params),
+        _TransformBijector(flow.transform, params, flow.event_shape),
     )
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from flowjax_lab import bases
 from flowjax_lab import transforms as T
 from flowjax_lab.checks import positive_int
-from flowjax_lab.core import Flow, Transform, chain, make_flow, stack
+from flowjax_lab.core import Flow, Transform, chain, make_flow, stack, standard_normal
 from flowjax_lab.transforms.multiscale import check_levels
 
 _PERMUTATIONS = {
@@ -30,6 +31,26 @@ def _check_common(dim: int, num_layers: int, permutation, mixing) -> None:
         raise ValueError(f"mixing must be None or 'lu', got {mixing!r}")
 
 
+BASES = ("normal", "diagonal_normal", "student_t")
+
+
+def make_base(base, dim: int):
+    """The base of a vector model: None or ``"normal"`` (fixed N(0, I)), ``"diagonal_normal"``
+    or ``"student_t"`` (trainable, ``fl.bases``; the params become ``{"transform", "base"}``),
+    or a distrax distribution / `TrainableBase` as it is."""
+    if base is None or base == "normal":
+        return standard_normal((dim,))
+    if isinstance(base, str):
+        if base == "diagonal_normal":
+            return bases.diagonal_normal((dim,))
+        if base == "student_t":
+            return bases.student_t((dim,))
+        raise ValueError(f"base must be one of {list(BASES)} or a distribution, got {base!r}")
+    if tuple(base.event_shape) != (dim,):
+        raise ValueError(f"base has event shape {tuple(base.event_shape)}, expected {(dim,)}")
+    return base
+
+
 def flow_of_steps(
     layer: Transform,
     dim: int,
@@ -39,12 +60,13 @@ def flow_of_steps(
     mixing: str | None = None,
     elementwise_affine: bool = False,
     actnorm: bool = False,
+    base=None,
 ) -> Flow:
     """``num_layers`` scanned copies of ``layer -> [affine] -> [actnorm] -> [lu_linear] ->
-    permutation``. ``actnorm`` stands in for the batch norm that the MAF and RealNVP papers put
-    between layers: a per-dimension scale and shift set by ``fl.data_init`` so that each layer's
-    output starts standardised on the first batch (the CLI always initialises that way), then
-    trained as ordinary params (no batch statistics; one event at a time, as every transform)."""
+    permutation``, on the ``base`` (`make_base`: None for N(0, I)). ``actnorm`` stands in for
+    the batch norm that the MAF and RealNVP papers put between layers: a per-dimension scale
+    and shift set by ``fl.data_init`` so that each layer's output starts standardised on the
+    first batch (the CLI always initialises that way), then trained as ordinary params (no batch statistics; one event at a time, as every transform)."""
     _check_common(dim, num_layers, permutation, mixing)
     parts = [layer]
     if elementwise_affine:
@@ -56,7 +78,7 @@ def flow_of_steps(
     if permutation is not None and dim > 1:
         parts.append(_PERMUTATIONS[permutation]())
     step = parts[0] if len(parts) == 1 else chain(*parts)
-    return make_flow(stack(step, num_layers), event_shape=(dim,))
+    return make_flow(stack(step, num_layers), make_base(base, dim))
 
 
 def _autoregressive(
@@ -72,6 +94,7 @@ def _autoregressive(
     mixing,
     elementwise_affine,
     actnorm,
+    base=None,
 ) -> Flow:
     """The flow of steps shared by `maf`, `iaf` and autoregressive `nsf` (``layer_factory`` is
     T.maf or T.iaf)."""
@@ -90,6 +113,7 @@ def _autoregressive(
         mixing=mixing,
         elementwise_affine=elementwise_affine,
         actnorm=actnorm,
+        base=base,
     )
 
 
@@ -106,11 +130,14 @@ def maf(
     mixing: str | None = None,
     elementwise_affine: bool = False,
     actnorm: bool = False,
+    base=None,
 ) -> Flow:
     """Masked autoregressive flow (Papamakarios et al. 2017): one-pass density, d-pass sampling.
 
     ``transformer``: ``"affine"``, ``"spline"`` (``bins`` on [-``bound``, ``bound``]) or any
-    `Transformer` value (``T.sos_transformer``, ``T.dsf_transformer``, your own).
+    `Transformer` value (``T.sos_transformer``, ``T.dsf_transformer``, your own). ``base`` (every
+    vector model): None (N(0, I)), ``"diagonal_normal"``, ``"student_t"`` (trainable, with
+    learned degrees of freedom, for heavy-tailed data) or a distribution (`make_base`).
 
     Example:
         >>> flow = maf(dim=8, num_layers=5, hidden=(128, 128))
@@ -118,7 +145,7 @@ def maf(
     """
     return _autoregressive(
         T.maf, dim, num_layers, hidden, transformer, bins, bound, context_dim, permutation,
-        mixing, elementwise_affine, actnorm,
+        mixing, elementwise_affine, actnorm, base,
     )  # fmt: skip
 
 
@@ -135,6 +162,7 @@ def iaf(
     mixing: str | None = None,
     elementwise_affine: bool = False,
     actnorm: bool = False,
+    base=None,
 ) -> Flow:
     """Inverse autoregressive flow (Kingma et al. 2016): one-pass sampling and sample log-prob,
     d-pass density of given data. The model to pick for reverse KL: ``transformer="spline"``
@@ -143,7 +171,7 @@ def iaf(
     ``benchmarks/fit_quality.py`` (3 seeds)."""
     return _autoregressive(
         T.iaf, dim, num_layers, hidden, transformer, bins, bound, context_dim, permutation,
-        mixing, elementwise_affine, actnorm,
+        mixing, elementwise_affine, actnorm, base,
     )  # fmt: skip
 
 
@@ -157,6 +185,7 @@ def naf(
     permutation: str | None = "reverse",
     mixing: str | None = None,
     actnorm: bool = False,
+    base=None,
 ) -> Flow:
     """Neural autoregressive flow (Huang et al. 2018): MADE conditioners and the deep sigmoidal
     transformer (``T.dsf_transformer(units)``, M = ``units`` sigmoids per dimension).
@@ -166,7 +195,7 @@ def naf(
     """
     return _autoregressive(
         T.maf, dim, num_layers, hidden, T.dsf_transformer(units), 8, 3.0, context_dim,
-        permutation, mixing, False, actnorm,
+        permutation, mixing, False, actnorm, base,
     )  # fmt: skip
 
 
@@ -181,6 +210,7 @@ def sospf(
     permutation: str | None = "reverse",
     mixing: str | None = None,
     actnorm: bool = False,
+    base=None,
 ) -> Flow:
     """Sum-of-squares polynomial flow (Jaini et al. 2019): MADE conditioners and the SOS
     transformer (``T.sos_transformer(degree, terms)``: increasing polynomials of degree
@@ -188,7 +218,7 @@ def sospf(
     """
     return _autoregressive(
         T.maf, dim, num_layers, hidden, T.sos_transformer(degree, terms), 8, 3.0, context_dim,
-        permutation, mixing, False, actnorm,
+        permutation, mixing, False, actnorm, base,
     )  # fmt: skip
 
 
@@ -201,11 +231,12 @@ def realnvp(
     permutation: str | None = "reverse",
     mixing: str | None = None,
     actnorm: bool = False,
+    base=None,
 ) -> Flow:
     """RealNVP (Dinh et al. 2017): affine coupling layers, one pass both ways."""
     layer = T.affine_coupling(hidden=tuple(hidden), context_dim=context_dim)
     return flow_of_steps(
-        layer, dim, num_layers, permutation=permutation, mixing=mixing, actnorm=actnorm
+        layer, dim, num_layers, permutation=permutation, mixing=mixing, actnorm=actnorm, base=base
     )
 
 
@@ -222,6 +253,7 @@ def nsf(
     mixing: str | None = None,
     elementwise_affine: bool = True,
     actnorm: bool = False,
+    base=None,
 ) -> Flow:
     """Neural spline flow (Durkan et al. 2019): rational-quadratic splines on [-bound, bound].
 
@@ -233,7 +265,7 @@ def nsf(
     if autoregressive:
         return _autoregressive(
             T.maf, dim, num_layers, hidden, "spline", bins, bound, context_dim, permutation,
-            mixing, elementwise_affine, actnorm,
+            mixing, elementwise_affine, actnorm, base,
         )  # fmt: skip
     layer = T.spline_coupling(hidden=tuple(hidden), bins=bins, bound=bound, context_dim=context_dim)
     return flow_of_steps(
@@ -244,6 +276,7 @@ def nsf(
         mixing=mixing,
         elementwise_affine=elementwise_affine,
         actnorm=actnorm,
+        base=base,
     )
 
 

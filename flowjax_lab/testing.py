@@ -11,7 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax_lab.core import Flow, Transform, as_key, combine, is_trainable, partition
+from flowjax_lab.core import (
+    Flow,
+    Transform,
+    as_key,
+    base_distribution,
+    combine,
+    is_trainable,
+    partition,
+)
 
 _TOLERANCES = {np.dtype("float32"): (2e-4, 2e-4), np.dtype("float64"): (1e-9, 1e-9)}
 
@@ -251,7 +259,7 @@ def check_flow(
         alone = flow.sample(p, k_sample, num_events, ctx)
         z, ld = jax.vmap(lambda x, c: flow.transform.apply(p, x, context=c),
                          (0, 0 if context_dim else None))(xs, ctx)  # fmt: skip
-        by_parts = flow.base.log_prob(z) + ld
+        by_parts = base_distribution(flow, p).log_prob(z) + ld
         return (
             samples,
             alone,

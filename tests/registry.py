@@ -322,6 +322,13 @@ MODEL_CASES: dict[str, ModelCase] = {
     "sospf_lu": ModelCase(
         "sospf", lambda: M.sospf(3, 2, (16, 16), 2, 2, mixing="lu"), tol32=5e-5, tol64=1e-10
     ),
+    # trainable bases (fl.bases): params {"transform", "base"}, the base's leaves perturbed too
+    "nsf_student_t_base": ModelCase(
+        "nsf", lambda: M.nsf(3, 2, (16,), 4, base="student_t"), tol32=5e-5, tol64=1e-10
+    ),
+    "realnvp_diagonal_normal_base": ModelCase(
+        "realnvp", lambda: M.realnvp(4, 2, (16,), base="diagonal_normal"), tol32=2e-5, tol64=1e-11
+    ),
     "realnvp_actnorm": ModelCase(
         "realnvp", lambda: M.realnvp(4, 2, (16, 16), actnorm=True), tol32=2e-5, tol64=1e-11
     ),

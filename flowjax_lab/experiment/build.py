@@ -89,6 +89,8 @@ MODELS: dict[str, Callable[[int, cfg.ModelConfig], Flow]] = {
     "iaf": _ready_made("iaf", "num_layers", "hidden", "bins"),
     "realnvp": _ready_made("realnvp", "num_layers", "hidden"),
     "nsf": _ready_made("nsf", "num_layers", "hidden", "bins"),
+    "naf": _ready_made("naf", "num_layers", "hidden"),
+    "sospf": _ready_made("sospf", "num_layers", "hidden"),
     "planar": _ready_made("planar_flow", "num_layers"),
     "linear": _linear,
 }
