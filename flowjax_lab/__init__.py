@@ -21,20 +21,22 @@ from flowjax_lab import (
 )
 from flowjax_lab.checkpoint import Checkpointer, CheckpointError
 from flowjax_lab.core import (
-    Flow,
-    TrainableBase,
     Transform,
     as_key,
-    base_distribution,
     chain,
     combine,
-    data_init,
     invert,
     is_trainable,
-    make_flow,
     partition,
-    sample_at_temperature,
     stack,
+)
+from flowjax_lab.flow import (
+    Flow,
+    TrainableBase,
+    base_distribution,
+    data_init,
+    make_flow,
+    sample_at_temperature,
     standard_normal,
 )
 from flowjax_lab.interop import from_distrax, to_distrax

@@ -21,7 +21,7 @@ import distrax
 import jax.numpy as jnp
 
 from flowjax_lab.checks import positive_int
-from flowjax_lab.core import TrainableBase
+from flowjax_lab.flow import TrainableBase
 
 
 def _shape(event_shape) -> tuple[int, ...]:

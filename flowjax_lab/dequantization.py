@@ -30,9 +30,10 @@ import jax.numpy as jnp
 
 from flowjax_lab import transforms as T
 from flowjax_lab.checks import positive_int
-from flowjax_lab.core import Flow, Transform, as_key, chain, stack, standard_normal
+from flowjax_lab.core import Transform, as_key, chain, stack
 from flowjax_lab.data.digits import logit_logdet, logit_transform
 from flowjax_lab.data.images import check_pixels
+from flowjax_lab.flow import Flow, standard_normal
 from flowjax_lab.objectives import bits_per_dim, uniform_dequantize_pixels
 from flowjax_lab.transforms.image import squeeze_image, unsqueeze_image
 

@@ -6,7 +6,8 @@ import distrax
 import jax
 import jax.numpy as jnp
 
-from flowjax_lab.core import Flow, Transform, _split_batch, base_distribution
+from flowjax_lab.core import Transform
+from flowjax_lab.flow import Flow, _split_batch, base_distribution
 
 
 def _over_batch(fn, x, event_shape):

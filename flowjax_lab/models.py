@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from flowjax_lab import bases
 from flowjax_lab import transforms as T
 from flowjax_lab.checks import positive_int
-from flowjax_lab.core import Flow, Transform, chain, make_flow, stack, standard_normal
+from flowjax_lab.core import Transform, chain, stack
+from flowjax_lab.flow import Flow, make_flow, standard_normal
 from flowjax_lab.transforms.multiscale import check_levels
 
 _PERMUTATIONS = {
@@ -193,10 +194,9 @@ def naf(
     Density: one MADE pass per layer; sampling: d sequential numerical solves per layer
     (bisection + Newton, implicit gradients), so use it for density estimation.
     """
-    return _autoregressive(
-        T.maf, dim, num_layers, hidden, T.dsf_transformer(units), 8, 3.0, context_dim,
-        permutation, mixing, False, actnorm, base,
-    )  # fmt: skip
+    return maf(dim, num_layers, hidden, transformer=T.dsf_transformer(units),
+               context_dim=context_dim, permutation=permutation, mixing=mixing, actnorm=actnorm,
+               base=base)  # fmt: skip
 
 
 def sospf(
@@ -216,10 +216,9 @@ def sospf(
     transformer (``T.sos_transformer(degree, terms)``: increasing polynomials of degree
     2 ``degree`` + 1). Density one pass per layer; sampling d numerical solves per layer.
     """
-    return _autoregressive(
-        T.maf, dim, num_layers, hidden, T.sos_transformer(degree, terms), 8, 3.0, context_dim,
-        permutation, mixing, False, actnorm, base,
-    )  # fmt: skip
+    return maf(dim, num_layers, hidden, transformer=T.sos_transformer(degree, terms),
+               context_dim=context_dim, permutation=permutation, mixing=mixing, actnorm=actnorm,
+               base=base)  # fmt: skip
 
 
 def realnvp(

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from flowjax_lab.core import Flow, as_key
+from flowjax_lab.core import as_key
+from flowjax_lab.flow import Flow
 
 
 def forward_kl(flow: Flow) -> Callable:

@@ -11,15 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax_lab.core import (
-    Flow,
-    Transform,
-    as_key,
-    base_distribution,
-    combine,
-    is_trainable,
-    partition,
-)
+from flowjax_lab.core import Transform, as_key, combine, is_trainable, partition
+from flowjax_lab.flow import Flow, base_distribution
 
 _TOLERANCES = {np.dtype("float32"): (2e-4, 2e-4), np.dtype("float64"): (1e-9, 1e-9)}
 

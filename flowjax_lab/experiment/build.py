@@ -22,8 +22,9 @@ from flowjax_lab import models
 from flowjax_lab import transforms as T
 from flowjax_lab import vae as V
 from flowjax_lab.checks import positive_int
-from flowjax_lab.core import Flow, chain, make_flow, stack
+from flowjax_lab.core import chain, stack
 from flowjax_lab.experiment import config as cfg
+from flowjax_lab.flow import Flow, make_flow
 from flowjax_lab.targets import QUADRATURE_LOG_Z, TARGETS, Target
 from flowjax_lab.training import default_optimizer
 from flowjax_lab.transforms.multiscale import max_levels

@@ -14,7 +14,6 @@ import jax
 import numpy as np
 
 from flowjax_lab import data as D
-from flowjax_lab.core import Flow, data_init, sample_at_temperature
 from flowjax_lab.experiment import config as cfg
 from flowjax_lab.experiment import plots
 from flowjax_lab.experiment.build import (
@@ -25,6 +24,7 @@ from flowjax_lab.experiment.build import (
     true_log_z,
 )
 from flowjax_lab.experiment.evaluation import chunked
+from flowjax_lab.flow import Flow, data_init, sample_at_temperature
 from flowjax_lab.objectives import importance_diagnostics, mean_and_se
 from flowjax_lab.sharding import sharded_log_prob
 

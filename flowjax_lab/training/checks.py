@@ -15,7 +15,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from flowjax_lab.checks import positive_int
-from flowjax_lab.core import Flow, partition
+from flowjax_lab.core import partition
+from flowjax_lab.flow import Flow
 from flowjax_lab.sharding import as_mesh, check_divisible
 from flowjax_lab.training.objective import Objective, check_model_kind
 from flowjax_lab.vae.model import VAE
@@ -88,7 +89,9 @@ def check_target(flow: Flow, params, target_log_prob: Callable, key, context, n:
     except Exception as err:
         raise ValueError(f"target_log_prob failed on events of shape {x.shape[1:]}: {err}") from err
     if lp.shape != (n,):
-        raise ValueError(f"target_log_prob must map one event to a scalar, got shape {lp.shape[1:]}")
+        raise ValueError(
+            f"target_log_prob must map one event to a scalar, got shape {lp.shape[1:]}"
+        )
     if not np.isfinite(np.asarray(lp)).any():
         raise ValueError(
             f"target_log_prob is NaN/inf for all {n} samples of the initial flow: check its "

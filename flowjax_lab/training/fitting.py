@@ -27,7 +27,8 @@ import optax
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from flowjax_lab.core import Flow, as_key, combine, partition
+from flowjax_lab.core import as_key, combine, partition
+from flowjax_lab.flow import Flow
 from flowjax_lab.sharding import batch_sharding, replicate, replicated, to_host, to_local
 from flowjax_lab.training import checks, losses
 from flowjax_lab.training.feed import feeder

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from flowjax_lab.core import Flow
+from flowjax_lab.flow import Flow
 from flowjax_lab.objectives import forward_kl, reverse_kl, uniform_dequantize_pixels
 from flowjax_lab.training.objective import Objective
 from flowjax_lab.vae.model import VAE

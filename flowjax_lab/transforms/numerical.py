@@ -174,7 +174,11 @@ def solve_monotone(fn: Callable[[Array], Array], z: Array, **options) -> RootRes
     Differentiable in ``z`` and in the arrays ``fn`` closes over by the implicit function
     theorem (``jax.lax.custom_root``); ``fn`` must be elementwise: its Jacobian is diagonal.
     """
-    opts = _options(**options)
+    return _solve_monotone(fn, z, _options(**options))
+
+
+def _solve_monotone(fn, z, opts: SolverOptions) -> RootResult:
+    """`solve_monotone` with checked options (the wrappers check theirs once, at construction)."""
     z = jnp.asarray(z)
     if not jnp.issubdtype(z.dtype, jnp.floating):
         raise ValueError(f"solve_monotone: z must be floating-point, got dtype {z.dtype}")
@@ -203,7 +207,7 @@ def numerical_inverse(t: Transform, **options) -> Transform:
     def inverse(params, z, *, context=None):
         check_event(z, z.shape, "numerical_inverse.inverse")
         fn = lambda x: t.apply(params, x, context=context)[0]  # noqa: E731
-        x = solve_monotone(fn, z, **opts._asdict()).x
+        x = _solve_monotone(fn, z, opts).x
         return x, -t.apply(params, x, context=context)[1]
 
     return Transform(t.init, t.apply, inverse)
@@ -223,7 +227,7 @@ def numerical_transformer(
     opts = _options(**options)
 
     def inverse(y, raw):
-        x = solve_monotone(lambda x: forward(x, raw)[0], y, **opts._asdict()).x
+        x = _solve_monotone(lambda x: forward(x, raw)[0], y, opts).x
         return x, -forward(x, raw)[1]
 
     return Transformer(num_params, forward, inverse)

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowjax_lab.checks import positive_int
-from flowjax_lab.core import Flow, as_key, make_flow, standard_normal
+from flowjax_lab.core import as_key
+from flowjax_lab.flow import Flow, make_flow, standard_normal
 from flowjax_lab.models import maf
 from flowjax_lab.objectives import ESTIMATORS, check_num_samples, elbo, iwae_bound
 from flowjax_lab.vae.nets import LIKELIHOODS, NETWORKS, activation_fn
