@@ -86,6 +86,9 @@ class _QuietStudentT(distrax.Distribution):
     def log_prob(self, value):
         return self._dist.log_prob(value)
 
+    def mode(self):
+        return self._dist.mode()
+
 
 def student_t(event_shape, df: float = 5.0, *, learn_df: bool = True) -> TrainableBase:
     """Independent Student-t per element with learned loc, scale and degrees of freedom.

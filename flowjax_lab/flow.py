@@ -114,6 +114,7 @@ def _carry_base_params(transform: Transform, base: TrainableBase) -> Transform:
     def inverse(params, z, *, context=None):
         return transform.inverse(check(params, "inverse"), z, context=context)
 
+    init._carries_base_params = True  # make_flow refuses to wrap it a second time
     return Transform(init, apply, inverse)
 
 
@@ -128,7 +129,10 @@ def make_flow(
     ``base`` defaults to a standard normal over ``event_shape``; give one of the two. The base's
     event shape is the noise shape; the data event shape is the same (shape-preserving flows).
     A `TrainableBase` (``fl.bases.student_t``, ...) makes the params ``{"transform": ...,
-    "base": ...}`` and ``flow.transform`` the transform on those params.
+    "base": ...}`` and ``flow.transform`` the transform on those params. That wrapped
+    ``flow.transform`` is refused here (its base's params would be dropped): rebuild with
+    ``make_flow(layers, flow.base)`` (the same holds inside a ``chain``: reuse the layers, not
+    ``flow.transform``).
     """
     if base is None:
         if event_shape is None:
@@ -137,6 +141,12 @@ def make_flow(
     shape = tuple(base.event_shape)
     if event_shape is not None and tuple(event_shape) != shape:
         raise ValueError(f"event_shape {tuple(event_shape)} != base event shape {shape}")
+    if getattr(transform.init, "_carries_base_params", False):
+        raise ValueError(
+            "make_flow: this transform is the .transform of a flow with a trainable base (its "
+            "params are {'transform', 'base'}); to reuse that flow's layers and base, build the "
+            "new flow from the layers themselves: make_flow(chain(...), flow.base)"
+        )
     trainable = isinstance(base, TrainableBase)
     if trainable:
         transform = _carry_base_params(transform, base)
@@ -178,8 +188,9 @@ def sample_at_temperature(
 ) -> Array:
     """n samples x = g(T z), z ~ base: sampling at temperature T (Glow, Kingma and Dhariwal 2018).
 
-    T = 1 is ``flow.sample``; T < 1 shrinks the base noise towards its mode, trading diversity
-    for typical-looking samples (for a standard normal base, T z ~ N(0, T^2 I)). In a multiscale
+    T = 1 is ``flow.sample``; T < 1 shrinks the base noise towards its mode m, z_T = m + T (z - m),
+    trading diversity for typical-looking samples (for a standard normal base, z_T ~ N(0, T^2 I);
+    for a trainable base, m is its learned loc). In a multiscale
     flow with learned priors every level's noise is scaled, as in Glow. Cost: ``flow.sample``.
 
     Raises:
@@ -189,9 +200,19 @@ def sample_at_temperature(
     if not (math.isfinite(t) and t > 0.0):
         raise ValueError(f"sample_at_temperature: temperature must be > 0, got {temperature!r}")
     n = _num_samples(n, "sample_at_temperature")
-    z = t * base_distribution(flow, params).sample(seed=as_key(key), sample_shape=(n,))
+    base = base_distribution(flow, params)
+    centre = _base_mode(base)
+    z = centre + t * (base.sample(seed=as_key(key), sample_shape=(n,)) - centre)
     ctx = _context_for(context, (n,), n, "sample_at_temperature")
     return _batched(flow.transform.inverse, params, z, ctx)[0]
+
+
+def _base_mode(base) -> Array:
+    """The base's mode (the centre that temperature sampling shrinks towards), 0 if unknown."""
+    try:
+        return jnp.asarray(base.mode())
+    except (NotImplementedError, AttributeError):
+        return jnp.zeros(base.event_shape)
 
 
 def _num_samples(n, where: str) -> int:

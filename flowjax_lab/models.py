@@ -279,12 +279,22 @@ def nsf(
     )
 
 
-def planar_flow(dim: int, num_layers: int = 16, *, elementwise_affine: bool = True) -> Flow:
+def planar_flow(
+    dim: int, num_layers: int = 16, *, elementwise_affine: bool = True, base=None
+) -> Flow:
     """Planar flow (Rezende and Mohamed 2015): closed-form sampling and sample log-prob; the
-    density of given data needs a scalar root-find per layer."""
+    density of given data needs a scalar root-find per layer. ``base``: as `maf`'s."""
     return flow_of_steps(
-        T.planar(), dim, num_layers, permutation=None, elementwise_affine=elementwise_affine
+        T.planar(), dim, num_layers, permutation=None, elementwise_affine=elementwise_affine,
+        base=base,
     )
+
+
+def linear_flow(dim: int, num_layers: int = 1, *, base=None) -> Flow:
+    """A Gaussian baseline: ``num_layers`` copies of lu_linear -> affine (x = L U z + b: any
+    full-covariance Gaussian on a normal base; a heavier-tailed one on ``base="student_t"``).
+    O(d^2) per layer, exact inverse by triangular solves."""
+    return make_flow(stack(chain(T.lu_linear(), T.affine()), num_layers), make_base(base, dim))
 
 
 _MIXINGS = ("conv1x1", "conv1x1_lu", "emerging")
@@ -420,6 +430,7 @@ __all__ = [
     "glow",
     "glow_step",
     "iaf",
+    "linear_flow",
     "maf",
     "naf",
     "nsf",

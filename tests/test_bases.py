@@ -71,3 +71,48 @@ def test_mle_learns_heavy_tails_and_reverse_kl_trains_the_base():
     base = result.params["base"]
     chex.assert_trees_all_close(base["loc"], loc[::-1], atol=0.1)
     chex.assert_trees_all_close(jnp.exp(base["log_scale"]), scale[::-1], atol=0.1)
+
+
+def test_temperature_shrinks_towards_the_learned_loc_not_zero():
+    flow = fl.make_flow(T.affine(), fl.bases.diagonal_normal((2,)))
+    p = flow.init(jax.random.key(0))
+    p["base"]["loc"] = jnp.array([3.0, -2.0])
+    p["base"]["log_scale"] = jnp.log(jnp.array([0.5, 2.0]))
+    x = fl.sample_at_temperature(flow, p, jax.random.key(1), 4000, 0.1)
+    chex.assert_trees_all_close(x.mean(0), p["base"]["loc"], atol=0.02)
+    chex.assert_trees_all_close(x.std(0), 0.1 * jnp.array([0.5, 2.0]), rtol=0.1)
+    # Student-t: same centre (its loc), and T = 1 is plain sampling
+    t_flow = fl.make_flow(T.affine(), fl.bases.student_t((2,)))
+    q = t_flow.init(jax.random.key(0))
+    q["base"]["loc"] = jnp.array([3.0, -2.0])
+    y = fl.sample_at_temperature(t_flow, q, jax.random.key(1), 4000, 0.01)
+    chex.assert_trees_all_close(jnp.median(y, 0), q["base"]["loc"], atol=0.01)
+    chex.assert_trees_all_close(
+        fl.sample_at_temperature(t_flow, q, jax.random.key(1), 8, 1.0),
+        t_flow.sample(q, jax.random.key(1), 8),
+    )
+
+
+def test_wrapped_transform_of_a_trainable_base_flow_is_refused():
+    flow = fl.models.maf(3, 2, (8,), base="student_t")
+    with pytest.raises(ValueError, match="make_flow\\(chain\\(...\\), flow.base\\)"):
+        fl.make_flow(flow.transform, event_shape=(3,))
+    with pytest.raises(ValueError, match="trainable base"):
+        fl.make_flow(flow.transform, flow.base)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda base: fl.models.planar_flow(3, 2, base=base),
+        lambda base: fl.models.linear_flow(3, 2, base=base),
+    ],
+    ids=["planar_flow", "linear_flow"],
+)
+def test_planar_and_linear_models_take_a_trainable_base(make):
+    flow = make("student_t")
+    p = flow.init(jax.random.key(0))
+    assert set(p) == {"transform", "base"}
+    x = jax.random.normal(jax.random.key(1), (5, 3))
+    assert jnp.all(jnp.isfinite(flow.log_prob(p, x)))
+    assert not (isinstance(q := make(None).init(jax.random.key(0)), dict) and "base" in q)

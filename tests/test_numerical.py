@@ -175,3 +175,20 @@ def test_supports_give_the_textbook_densities():
 def test_supports_refuse_bad_arguments(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_sos_gradients_are_finite_at_exactly_zero():
+    t = T.sos_transformer(degree=2, terms=2)
+    raw = 0.3 * jax.random.normal(jax.random.key(0), (1 + 2 * 3,))
+
+    def log_slope_and_y(x):
+        y, log_d = t.forward(x, raw)
+        return y + log_d
+
+    g = jax.grad(log_slope_and_y)(jnp.float32(0.0))
+    graw = jax.grad(lambda r: sum(t.forward(jnp.float32(0.0), r)))(raw)
+    assert jnp.isfinite(g) and jnp.all(jnp.isfinite(graw))
+    y0, _ = t.forward(jnp.float32(0.0), raw)
+    chex.assert_trees_all_close(jax.grad(lambda x: t.forward(x, raw)[0])(0.0), jnp.exp(
+        t.forward(jnp.float32(0.0), raw)[1]), rtol=1e-5)
+    assert jnp.isfinite(y0)

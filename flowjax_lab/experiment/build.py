@@ -19,12 +19,10 @@ import optax
 
 from flowjax_lab import data as D
 from flowjax_lab import models
-from flowjax_lab import transforms as T
 from flowjax_lab import vae as V
 from flowjax_lab.checks import positive_int
-from flowjax_lab.core import chain, stack
 from flowjax_lab.experiment import config as cfg
-from flowjax_lab.flow import Flow, make_flow
+from flowjax_lab.flow import Flow
 from flowjax_lab.targets import QUADRATURE_LOG_Z, TARGETS, Target
 from flowjax_lab.training import default_optimizer
 from flowjax_lab.transforms.multiscale import max_levels
@@ -48,13 +46,6 @@ def _ready_made(name: str, *fields: str) -> Callable[[int, cfg.ModelConfig], Flo
         return fn(dim, **kwargs)
 
     return build
-
-
-def _linear(dim: int, model: cfg.ModelConfig) -> Flow:
-    """A Gaussian baseline: ``num_layers`` scanned copies of lu_linear -> affine."""
-    if model.params:
-        raise ValueError(f"config: model 'linear' takes no params, got {sorted(model.params)}")
-    return make_flow(stack(chain(T.lu_linear(), T.affine()), model.num_layers), event_shape=(dim,))
 
 
 def _glow(image_shape: tuple[int, ...], model: cfg.ModelConfig) -> Flow:
@@ -93,7 +84,7 @@ MODELS: dict[str, Callable[[int, cfg.ModelConfig], Flow]] = {
     "naf": _ready_made("naf", "num_layers", "hidden"),
     "sospf": _ready_made("sospf", "num_layers", "hidden"),
     "planar": _ready_made("planar_flow", "num_layers"),
-    "linear": _linear,
+    "linear": _ready_made("linear_flow", "num_layers"),
 }
 """Model builders by config name: ``fn(dim, model_config) -> Flow``. Add a model with one line."""
 

@@ -54,7 +54,9 @@ def sos_transformer(
         c = raw[..., 0]
         a = raw[..., 1:].reshape(*raw.shape[:-1], k, r + 1) + offset.astype(raw.dtype)
         m = jnp.einsum("...kl,...km->...lm", a, a)  # coefficients of sum_k q_k^2
-        powers = x[..., None] ** jnp.arange(2 * r + 2, dtype=x.dtype)  # x^0 .. x^(2r+1)
+        # x^0 .. x^(2r+1) by integer powers (a float exponent gives 0 * log 0 = NaN in the
+        # derivative of x^0 at x = 0)
+        powers = jnp.stack([x**i for i in range(2 * r + 2)], axis=-1)
         integral = jnp.sum(m * powers[..., exponents] / exponents, axis=(-2, -1))
         q = jnp.sum(a * powers[..., None, : r + 1], axis=-1)  # (..., K)
         return c + delta * x + integral, jnp.log(delta + jnp.sum(q * q, axis=-1))

@@ -170,9 +170,14 @@ def solve_monotone(fn: Callable[[Array], Array], z: Array, **options) -> RootRes
     element did not converge). Without ``debug`` an unconverged element returns the best point
     of its bracket with ``converged = False``, never NaN for finite z. An element also counts as
     converged when its bracket is a few ulps wide (a steep map cannot get a smaller residual).
+    Under ``jit`` the debug error arrives wrapped in JAX's runtime error, with this message. The
+    bracket is cast to z's dtype: a bound beyond its range (1e39 in float32) is inf, and its
+    elements come back flagged, not solved.
 
     Differentiable in ``z`` and in the arrays ``fn`` closes over by the implicit function
-    theorem (``jax.lax.custom_root``); ``fn`` must be elementwise: its Jacobian is diagonal.
+    theorem (``jax.lax.custom_root``); ``fn`` must be elementwise (diagonal Jacobian) and
+    increasing. Neither is checked (it would cost a Jacobian): a map that mixes elements gets
+    wrong roots and wrong gradients; test yours with ``fl.testing.check_transform``.
     """
     return _solve_monotone(fn, z, _options(**options))
 
