@@ -10,6 +10,8 @@ call; sampling is reparametrised, so reverse KL trains the base too.
   nu = exp(log_df) > 0 (any real raw value is a valid nu), loc and scale: tails as heavy as the
   data's (a Gaussian base's tails are lighter than any Student-t's, and a flow of Lipschitz
   layers cannot make them heavier).
+* `gaussian_mixture`: sum_k pi_k N(mu_k, diag(sigma_k^2)) with learned weights, means and
+  scales: a base with several modes. Reverse KL samples it per component (see its docstring).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import math
 import warnings
 
 import distrax
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flowjax_lab.checks import positive_int
 from flowjax_lab.flow import TrainableBase
@@ -119,4 +123,57 @@ def student_t(event_shape, df: float = 5.0, *, learn_df: bool = True) -> Trainab
     return TrainableBase(shape, init, distribution)
 
 
-__all__ = ["TrainableBase", "diagonal_normal", "student_t"]
+def gaussian_mixture(event_shape, num_components: int = 4, spread: float = 1.0) -> TrainableBase:
+    """sum_k pi_k N(mu_k, diag(sigma_k^2)) over events of ``event_shape``, all learned.
+
+    pi = softmax(logits), sigma_k = exp(log_scale_k). Starts with equal weights, unit scales and
+    means mu_k ~ N(0, ``spread``^2 I) drawn from the init key (distinct means break the
+    components' symmetry). Params ``{"logits": (K,), "loc": (K, *event_shape), "log_scale":
+    (K, *event_shape)}``. log p O(K d) (log-sum-exp over components); sampling O(K + d).
+
+    For reverse KL, ``weighted_sample`` draws sample j from component k = j mod K (n_k = n / K
+    of each, reparametrised) with weight pi_k / n_k: sum_j w_j F(z_j) is an unbiased estimate of
+    E[F(z)] whose gradient reaches pi exactly, where plain draws (a discrete choice of k) give
+    pi no pathwise gradient. Needs n >= K.
+    """
+    shape = _shape(event_shape)
+    k = int(positive_int(num_components, "gaussian_mixture: num_components"))
+    spread = float(spread)
+    if not (math.isfinite(spread) and spread >= 0):
+        raise ValueError(f"gaussian_mixture: spread must be a finite number >= 0, got {spread!r}")
+    ndims = len(shape)
+
+    def init(key, dtype):
+        return {
+            "logits": jnp.zeros((k,), dtype),
+            "loc": spread * jax.random.normal(key, (k, *shape), dtype),
+            "log_scale": jnp.zeros((k, *shape), dtype),
+        }
+
+    def components(params):
+        normal = distrax.Normal(params["loc"], jnp.exp(params["log_scale"]))
+        return distrax.Independent(normal, ndims)
+
+    def distribution(params):
+        mixing = distrax.Categorical(logits=params["logits"])
+        return distrax.MixtureSameFamily(mixing, components(params))
+
+    def weighted_sample(params, key, n):
+        if n < k:
+            raise ValueError(
+                f"gaussian_mixture: reverse KL draws every component, so it needs n >= "
+                f"num_components = {k} samples, got n = {n}"
+            )
+        which = np.arange(n) % k  # component of each draw (static)
+        counts = np.bincount(which, minlength=k)
+        eps = jax.random.normal(key, (n, *shape), params["loc"].dtype)
+        scale = jnp.exp(params["log_scale"])
+        z = params["loc"][which] + scale[which] * eps
+        log_pi = jax.nn.log_softmax(params["logits"])
+        w = jnp.exp(log_pi)[which] / jnp.asarray(counts[which], z.dtype)
+        return z, distribution(params).log_prob(z), w
+
+    return TrainableBase(shape, init, distribution, weighted_sample)
+
+
+__all__ = ["TrainableBase", "diagonal_normal", "gaussian_mixture", "student_t"]

@@ -79,6 +79,27 @@ class TrainableBase(NamedTuple):
     event_shape: tuple[int, ...]
     init: Any
     distribution: Any
+    # optional (params, key, n) -> (z, log p(z), w): n draws with weights w summing to 1 such
+    # that sum_j w_j F(z_j) is an unbiased, fully reparametrised estimate of E[F(z)] (a
+    # mixture's per-component draws); reverse KL uses it. None: plain draws, w_j = 1 / n.
+    weighted_sample: Any = None
+
+
+def _weighted_samples(flow: Flow, params: Params, key, n: int, context=None):
+    """(x, log q(x), w): n flow samples with weights summing to 1 for E_q[F] ~ sum_j w_j F(x_j).
+
+    Plain draws (w_j = 1 / n) unless the flow's base has a ``weighted_sample`` (a mixture: draws
+    stratified by component, w_j = pi_k / n_k, so the mixture weights get exact gradients).
+    """
+    base = flow.base
+    if not (isinstance(base, TrainableBase) and base.weighted_sample is not None):
+        x, log_q = flow.sample_and_log_prob(params, key, n, context)
+        return x, log_q, jnp.full((x.shape[0],), 1.0 / max(x.shape[0], 1), log_q.dtype)
+    n = _num_samples(n, "reverse_kl")
+    z, log_pz, w = base.weighted_sample(params["base"], as_key(key), n)
+    ctx = _context_for(context, (n,), n, "sample")
+    x, logdet = _batched(flow.transform.inverse, params, z, ctx)
+    return x, log_pz - logdet, w
 
 
 def base_distribution(flow: Flow, params: Params):

@@ -32,12 +32,13 @@ def _check_common(dim: int, num_layers: int, permutation, mixing) -> None:
         raise ValueError(f"mixing must be None or 'lu', got {mixing!r}")
 
 
-BASES = ("normal", "diagonal_normal", "student_t")
+BASES = ("normal", "diagonal_normal", "student_t", "gaussian_mixture")
 
 
 def make_base(base, dim: int):
-    """The base of a vector model: None or ``"normal"`` (fixed N(0, I)), ``"diagonal_normal"``
-    or ``"student_t"`` (trainable, ``fl.bases``; the params become ``{"transform", "base"}``),
+    """The base of a vector model: None or ``"normal"`` (fixed N(0, I)), ``"diagonal_normal"``,
+    ``"student_t"`` or ``"gaussian_mixture"`` (4 components; trainable, ``fl.bases``; the params
+    become ``{"transform", "base"}``),
     or a distrax distribution / `TrainableBase` as it is."""
     if base is None or base == "normal":
         return standard_normal((dim,))
@@ -46,6 +47,8 @@ def make_base(base, dim: int):
             return bases.diagonal_normal((dim,))
         if base == "student_t":
             return bases.student_t((dim,))
+        if base == "gaussian_mixture":
+            return bases.gaussian_mixture((dim,))
         raise ValueError(f"base must be one of {list(BASES)} or a distribution, got {base!r}")
     if tuple(base.event_shape) != (dim,):
         raise ValueError(f"base has event shape {tuple(base.event_shape)}, expected {(dim,)}")

@@ -329,6 +329,9 @@ MODEL_CASES: dict[str, ModelCase] = {
     "realnvp_diagonal_normal_base": ModelCase(
         "realnvp", lambda: M.realnvp(4, 2, (16,), base="diagonal_normal"), tol32=2e-5, tol64=1e-11
     ),
+    "maf_gaussian_mixture_base": ModelCase(
+        "maf", lambda: M.maf(3, 2, (16,), base="gaussian_mixture"), tol32=5e-5, tol64=1e-10
+    ),
     "realnvp_actnorm": ModelCase(
         "realnvp", lambda: M.realnvp(4, 2, (16, 16), actnorm=True), tol32=2e-5, tol64=1e-11
     ),
@@ -347,6 +350,9 @@ MODEL_CASES: dict[str, ModelCase] = {
         tol64=1e-11,
     ),
     "planar_flow": ModelCase("planar_flow", lambda: M.planar_flow(3, 3), tol32=5e-5, tol64=1e-10),
+    "linear_flow_student_t_base": ModelCase(
+        "linear_flow", lambda: M.linear_flow(3, 2, base="student_t"), tol32=2e-5, tol64=1e-11
+    ),
     "flow_of_steps_lu": ModelCase(
         "flow_of_steps", lambda: M.flow_of_steps(T.lu_linear(), 3, 2, mixing="lu", actnorm=True)
     ),
