@@ -20,7 +20,10 @@ Columns: KL(q || p) = -mean log w over 20,000 draws of q; KL(p || q) over 20,000
 the target (this one punishes a missing mode); ESS / n; modes found (a mode counts when q puts at
 least half its weight within 3 scales of its mean). Runs on CPU, GPU or TPU.
 
-Run: python benchmarks/mixture_reverse_kl.py [--steps 2000] [--seeds 3]
+``--spread`` sets the mixture base's initial means ~ N(0, spread^2 I) (default 1: the
+unit-scale start of ``fl.bases.gaussian_mixture``; set it to the target's scale when known).
+
+Run: python benchmarks/mixture_reverse_kl.py [--steps 2000] [--seeds 3] [--spread 1]
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ def plain_draws(flow):
     return flow._replace(base=flow.base._replace(weighted_sample=None))
 
 
-def model(name: str, components: int):
-    base = fl.bases.gaussian_mixture((2,), components, spread=1.0)
+def model(name: str, components: int, spread: float):
+    base = fl.bases.gaussian_mixture((2,), components, spread=spread)
     if name == "iaf spline":
         return fl.models.iaf(2, transformer="spline", elementwise_affine=True)
     if name == "iaf spline, mixture base":
@@ -83,7 +86,7 @@ def run(target_name: str, name: str, seed: int, args) -> dict:
     means, scale, weights = TARGETS[target_name]
     target = fl.targets.gaussian_mixture_target(means, scale, weights)
     mixture = fl.data.gaussian_mixture(means, scale, weights)
-    flow = model(name, 8 if target_name == "ring6" else 4)
+    flow = model(name, 8 if target_name == "ring6" else 4, args.spread)
     k_init, k_fit, k_eval, k_data = jax.random.split(jax.random.key(seed), 4)
     start = time.perf_counter()
     result = fl.fit(k_fit, flow, flow.init(k_init), objective="reverse_kl_stl",
@@ -106,22 +109,29 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--targets", default="three,ring6")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated rows")
+    parser.add_argument("--spread", type=float, default=1.0,
+                        help="std of the mixture base's initial means (its `spread`)")  # fmt: skip
     args = parser.parse_args()
+    models = args.models.split(",")
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown --models {unknown}; choose from {list(MODELS)}")
     info = device_info()
     print(f"device: {info['platform']} ({info['device']}) x{info['num_devices']}, jax {info['jax']}")
     print(f"load average at start: {load_average()}")
     rows = []
     for target_name in args.targets.split(","):
-        for name in MODELS:
+        for name in models:
             for seed in range(args.seeds):
                 rows.append(run(target_name, name, seed, args))
                 print_table(rows[-1:], list(rows[-1]))
     summary = []
     for target_name in args.targets.split(","):
-        for name in MODELS:
+        for name in models:
             rs = [r for r in rows if r["target"] == target_name and r["model"] == name]
             summary.append({
-                "target": target_name, "model": name,
+                "target": target_name, "model": name, "spread": args.spread,
                 "KL(q||p) median": float(np.median([r["KL(q||p)"] for r in rs])),
                 "KL(p||q) median": float(np.median([r["KL(p||q)"] for r in rs])),
                 "ESS/n median": float(np.median([r["ESS/n"] for r in rs])),
@@ -130,7 +140,7 @@ def main() -> None:
     print()
     print_table(summary, list(summary[0]))
     path = write_results("mixture_reverse_kl", rows, {"summary": summary, "steps": args.steps,
-                                                      "batch": args.batch})  # fmt: skip
+                                                      "batch": args.batch, "spread": args.spread})  # fmt: skip
     print(f"wrote {path}")
 
 

@@ -7,7 +7,11 @@ the reverse by default (``permutation="random"`` draws one per layer from the in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+
+import distrax
+import jax.numpy as jnp
 
 from flowjax_lab import bases
 from flowjax_lab import transforms as T
@@ -224,6 +228,48 @@ def sospf(
                base=base)  # fmt: skip
 
 
+def bpf(
+    dim: int,
+    num_layers: int = 5,
+    hidden: Sequence[int] = (128, 128),
+    degree: int = 8,
+    bound: float = 4.0,
+    *,
+    context_dim: int = 0,
+    permutation: str | None = "reverse",
+    mixing: str | None = None,
+    actnorm: bool = False,
+    base=None,
+) -> Flow:
+    """Bernstein-polynomial flow: MADE conditioners and ``T.bernstein_transformer(degree,
+    bound)`` (increasing polynomials on [-bound, bound], linear tails). Density one pass per
+    layer; sampling d numerical solves per layer."""
+    return maf(dim, num_layers, hidden, transformer=T.bernstein_transformer(degree, bound),
+               context_dim=context_dim, permutation=permutation, mixing=mixing, actnorm=actnorm,
+               base=base)  # fmt: skip
+
+
+def ncsf(
+    dim: int, num_layers: int = 4, hidden: Sequence[int] = (64, 64), bins: int = 8, *,
+    context_dim: int = 0,
+) -> Flow:  # fmt: skip
+    """Neural circular spline flow on the torus [-pi, pi)^d (Rezende et al. 2020), d >= 2.
+
+    ``num_layers`` couplings with ``T.circular_spline_transformer(bins)`` whose conditioners see
+    [cos x_A, sin x_A], a reverse permutation between them, on the uniform base over
+    [-pi, pi)^d: every layer is a diffeomorphism of the torus, so the density is periodic.
+    One pass both ways; data are angles (read modulo 2 pi)."""
+    layer = T.coupling(T.circular_spline_transformer(bins), tuple(hidden),
+                       context_dim=context_dim, features=T.angle_features)  # fmt: skip
+    return flow_of_steps(layer, dim, num_layers, base=_uniform_angles(dim))
+
+
+def _uniform_angles(dim: int) -> distrax.Distribution:
+    """The uniform distribution on [-pi, pi)^d, the base of `ncsf`."""
+    half = jnp.full((positive_int(dim, "ncsf: dim"),), math.pi)
+    return distrax.Independent(distrax.Uniform(-half, half), 1)
+
+
 def realnvp(
     dim: int,
     num_layers: int = 8,
@@ -434,8 +480,10 @@ __all__ = [
     "glow_step",
     "iaf",
     "linear_flow",
+    "bpf",
     "maf",
     "naf",
+    "ncsf",
     "nsf",
     "planar_flow",
     "realnvp",

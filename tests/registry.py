@@ -246,6 +246,22 @@ CASES: dict[str, Case] = {
         tol32=5e-5,
         tol64=1e-11,
     ),
+    "maf_bernstein": Case(
+        "bernstein_transformer",
+        lambda: T.maf((16, 16), T.bernstein_transformer(5, 2.0)),
+        (4,),
+        sample_x=_wide(3.0),  # some events in the linear tails
+        tol32=5e-5,
+        tol64=1e-11,
+    ),
+    "coupling_circular_spline": Case(
+        "circular_spline_transformer",
+        lambda: T.coupling(T.circular_spline_transformer(4), (16,), features=T.angle_features),
+        (3,),
+        sample_x=_uniform(-3.1, 3.1),
+        tol32=5e-5,
+        tol64=1e-11,
+    ),
     # the VAE posterior (fl.vae): diagonal Gaussian then IAF steps; context [mu, log_sigma, h]
     "vae_iaf_posterior": Case(
         "vae.iaf_posterior",
@@ -332,6 +348,13 @@ MODEL_CASES: dict[str, ModelCase] = {
     "maf_gaussian_mixture_base": ModelCase(
         "maf", lambda: M.maf(3, 2, (16,), base="gaussian_mixture"), tol32=5e-5, tol64=1e-10
     ),
+    "bpf_student_t_base": ModelCase(
+        "bpf", lambda: M.bpf(3, 2, (16,), 4, base="student_t"), tol32=5e-5, tol64=1e-10
+    ),
+    "ncsf_torus": ModelCase(
+        "ncsf", lambda: M.ncsf(3, 2, (16,), 4), sample_x=_uniform(-3.1, 3.1), tol32=5e-5,
+        tol64=1e-11,
+    ),  # fmt: skip
     "realnvp_actnorm": ModelCase(
         "realnvp", lambda: M.realnvp(4, 2, (16, 16), actnorm=True), tol32=2e-5, tol64=1e-11
     ),

@@ -1,6 +1,7 @@
 """Layers: every public factory returns a ``fl.Transform``; one file per family."""
 
 from flowjax_lab.transforms.autoregressive import iaf, maf
+from flowjax_lab.transforms.circular import angle_features, circular_spline_transformer, wrap_angle
 from flowjax_lab.transforms.coupling import affine_coupling, coupling, spline_coupling
 from flowjax_lab.transforms.elementwise import actnorm, affine, fixed_affine, logit, sigmoid
 from flowjax_lab.transforms.emerging import emerging_conv
@@ -12,7 +13,7 @@ from flowjax_lab.transforms.image import (
     unsqueeze,
 )
 from flowjax_lab.transforms.linear import linear, lu_linear, qr_linear, triangular
-from flowjax_lab.transforms.monotone import dsf_transformer, sos_transformer
+from flowjax_lab.transforms.monotone import bernstein_transformer, dsf_transformer, sos_transformer
 from flowjax_lab.transforms.multiscale import multiscale
 from flowjax_lab.transforms.numerical import (
     RootResult,
@@ -27,8 +28,10 @@ from flowjax_lab.transforms.spline import Transformer, spline
 from flowjax_lab.transforms.supports import exp, power, softplus, tanh, to_interval
 
 # Exported beside the factories: the Transformer type, the root solver and its result/options
-# types (not factories, so they have no conformance case).
-NOT_FACTORIES = ("RootResult", "SolverOptions", "Transformer", "solve_monotone")
+# types, the angle helpers (not factories, so they have no conformance case).
+NOT_FACTORIES = (
+    "RootResult", "SolverOptions", "Transformer", "angle_features", "solve_monotone", "wrap_angle",
+)  # fmt: skip
 __all__ = [
     "RootResult",
     "SolverOptions",
@@ -37,6 +40,9 @@ __all__ = [
     "actnorm",
     "affine",
     "affine_coupling",
+    "angle_features",
+    "bernstein_transformer",
+    "circular_spline_transformer",
     "conv1x1",
     "coupling",
     "dsf_transformer",
@@ -70,4 +76,5 @@ __all__ = [
     "to_interval",
     "triangular",
     "unsqueeze",
+    "wrap_angle",
 ]

@@ -82,8 +82,12 @@ def _coupling(
     mask,
     context_dim: int,
     activation: Callable[[Array], Array],
+    features: Callable[[Array], Array] | None = None,
 ) -> Transform:
     hidden = tuple(int(w) for w in hidden)
+    if features is not None and not callable(features):
+        raise ValueError(f"{name}: features must be a function x_A -> vector, got {features!r}")
+    embed = features if features is not None else (lambda xa: xa)
     if context_dim < 0:
         raise ValueError(f"{name}: context_dim must be >= 0, got {context_dim}")
     mask = None if mask is None else tuple(np.asarray(mask).tolist())  # hashable, frozen
@@ -91,7 +95,8 @@ def _coupling(
     @functools.cache
     def parts(d: int) -> tuple[_Layout, MLP]:
         layout = _Layout(None if mask is None else np.asarray(mask), d, name)
-        fan_in = hidden[-1] if hidden else layout.k + context_dim
+        width = jax.eval_shape(embed, jax.ShapeDtypeStruct((layout.k,), jnp.float32)).shape[0]
+        fan_in = hidden[-1] if hidden else width + context_dim
         net = MLP(hidden, layout.trans.size * tr.num_params, activation, out_init_scale(fan_in))
         return layout, net
 
@@ -100,7 +105,7 @@ def _coupling(
         layout, net = parts(d)
         ctx = jnp.zeros((context_dim,), x_example.dtype) if context_dim else None
         xa = layout.split(x_example)[0]
-        return {"conditioner": net.init(as_key(key), xa, ctx)["params"]}
+        return {"conditioner": net.init(as_key(key), embed(xa), ctx)["params"]}
 
     @functools.cache
     def expected_params(d: int, dtype):
@@ -112,7 +117,7 @@ def _coupling(
         check_params(params, expected_params(d, x.dtype), where)
         layout, net = parts(d)
         xa, xb = layout.split(x)
-        raw = net.apply({"params": params["conditioner"]}, xa, ctx)
+        raw = net.apply({"params": params["conditioner"]}, embed(xa), ctx)
         return xa, xb, raw.reshape(xb.shape[0], tr.num_params), layout.merge
 
     return coupling_transform(name, tr, init, split)
@@ -173,6 +178,7 @@ def coupling(
     mask: Sequence[bool] | None = None,
     context_dim: int = 0,
     activation: Callable[[Array], Array] = nn.relu,
+    features: Callable[[Array], Array] | None = None,
 ) -> Transform:
     """Coupling with any elementwise transformer: z_B = tau(x_B; theta(x_A, c)), z_A = x_A.
 
@@ -180,10 +186,11 @@ def coupling(
     ``dsf_transformer``, ``numerical_transformer(...)``, a user's own). log|det J_f| = sum_B
     log tau'(x_i). One conditioner pass each way; the inverse costs what ``transformer.inverse``
     costs (closed form, or a numerical solve of every element at once). Mask, context and params
-    as in `affine_coupling`.
+    as in `affine_coupling`. ``features``: what the conditioner sees of x_A (default x_A itself;
+    ``angle_features`` = [cos x_A, sin x_A] for angles, with ``circular_spline_transformer``).
     """
     return _coupling(
-        "coupling", make_transformer(transformer), hidden, mask, context_dim, activation
+        "coupling", make_transformer(transformer), hidden, mask, context_dim, activation, features
     )
 
 

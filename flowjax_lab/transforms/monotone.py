@@ -1,4 +1,5 @@
-"""Monotone transformers without a closed-form inverse: sum-of-squares polynomial and deep sigmoid.
+"""Monotone transformers without a closed-form inverse: sum-of-squares polynomial, deep sigmoid
+and Bernstein polynomial.
 
 Each is a `Transformer` (``num_params`` raw params per element, ``forward(x, raw) -> (y, log
 dy/dx)``) whose inverse is `numerical_inverse`'s solver: pass it to ``maf``, ``iaf`` or
@@ -94,3 +95,51 @@ def dsf_transformer(units: int = 8, spread: float = 2.0, **solver) -> Transforme
         return log_mix - log_1m_mix, log_slope - log_mix - log_1m_mix
 
     return numerical_transformer(3 * m, forward, **solver)
+
+
+def bernstein_transformer(degree: int = 8, bound: float = 3.0, **solver) -> Transformer:
+    """Bernstein-polynomial transformer (BPF; Ramasinghe et al. 2021, as in zuko's BPF) on
+    [-B, B] with linear tails.
+
+    With u = (x + B) / (2B) and n = ``degree``, f(x) = -B + 2B sum_{k<=n} theta_k b_{k,n}(u)
+    (b_{k,n}(u) = C(n, k) u^k (1 - u)^(n - k)), theta_0 = 0, theta_k = delta_0 + ... +
+    delta_{k-1}, delta = softmax(3 tanh(raw / 3)) (n raw params): increasing, f(-B) = -B and
+    f(B) = B. f'(x) = n sum_{k<n} delta_k b_{k,n-1}(u) >= n min_k delta_k > 0. Outside [-B, B]
+    f is the linear extension with the end slopes n delta_0 and n delta_{n-1} (C^1 at +-B, a
+    bijection of R; values outside the interval are therefore allowed, not an error). Zero raw
+    params give delta = 1/n, theta_k = k/n: the identity. O(n) per element; inverse: numerical
+    (``**solver`` of ``solve_monotone``).
+    """
+    n = positive_int(degree, "bernstein_transformer: degree")
+    if not float(bound) > 0:
+        raise ValueError(f"bernstein_transformer: bound must be > 0, got {bound!r}")
+    b = float(bound)
+    binom = np.array([math.comb(n - 1, k) for k in range(n)], dtype=np.float64)  # C(n - 1, k)
+
+    def forward(x, raw):
+        delta = jax.nn.softmax(_soft_clamp(raw, LOG_WEIGHT_BOUND), axis=-1)  # (..., n)
+        inside = jnp.abs(x) <= b
+        u = (jnp.where(inside, x, 0.0) + b) / (2.0 * b)
+        # the degree n - 1 basis b_{k,n-1}(u), k < n (integer powers: finite derivative at 0, 1)
+        basis = binom.astype(raw.dtype) * jnp.stack([u**k * (1.0 - u) ** (n - 1 - k) for k in range(n)], axis=-1)
+        slope = n * jnp.sum(delta * basis, axis=-1)
+        # f(u) = -B + 2B sum_k theta_k b_{k,n}(u) = -B + 2B int_0^u n sum_k delta_k b_{k,n-1}:
+        # the integral of b_{k,n-1} from 0 to u is (1/n) sum_{j>k} b_{j,n}(u)
+        cdf = _bernstein_tail_sums(u, n)  # (..., n): entry k = sum_{j>k} b_{j,n}(u)
+        y_in = -b + 2.0 * b * jnp.sum(delta * cdf, axis=-1)
+        lo, hi = n * delta[..., 0], n * delta[..., -1]
+        y = jnp.where(inside, y_in, jnp.where(x < 0, -b + lo * (x + b), b + hi * (x - b)))
+        log_slope = jnp.log(jnp.where(inside, slope, jnp.where(x < 0, lo, hi)))
+        return y, log_slope
+
+    return numerical_transformer(n, forward, **solver)
+
+
+def _bernstein_tail_sums(u: Array, n: int) -> Array:
+    """(..., n): entry k = sum_{j = k+1}^{n} C(n, j) u^j (1 - u)^(n - j), k < n."""
+    binom = np.array([math.comb(n, j) for j in range(n + 1)], dtype=np.float64)
+    terms = jnp.stack([u**j * (1.0 - u) ** (n - j) for j in range(n + 1)], axis=-1)
+    terms = terms * binom.astype(u.dtype)
+    # the sums over j > k as a matmul with a constant 0/1 matrix
+    above = (np.arange(n + 1)[:, None] > np.arange(n)[None, :]).astype(np.float64)
+    return terms @ above.astype(u.dtype)
