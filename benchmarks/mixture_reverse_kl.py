@@ -109,11 +109,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--targets", default="three,ring6")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated rows")
+    parser.add_argument("--models", default=";".join(MODELS), help="semicolon-separated rows")
     parser.add_argument("--spread", type=float, default=1.0,
                         help="std of the mixture base's initial means (its `spread`)")  # fmt: skip
     args = parser.parse_args()
-    models = args.models.split(",")
+    models = args.models.split(";")
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         parser.error(f"unknown --models {unknown}; choose from {list(MODELS)}")

@@ -249,6 +249,23 @@ def bpf(
                base=base)  # fmt: skip
 
 
+def bnaf(
+    dim: int,
+    num_layers: int = 1,
+    hidden_factor: int = 8,
+    depth: int = 2,
+    *,
+    context_dim: int = 0,
+    permutation: str | None = "reverse",
+    base=None,
+) -> Flow:
+    """Block neural autoregressive flow (De Cao et al. 2019): ``num_layers`` `T.bnaf` layers
+    (``depth`` hidden layers of d * ``hidden_factor`` units each), a permutation between them.
+    Density one pass per layer; sampling d sequential numerical solves per layer."""
+    layer = T.bnaf(hidden_factor, depth, context_dim)
+    return flow_of_steps(layer, dim, num_layers, permutation=permutation, base=base)
+
+
 def ncsf(
     dim: int, num_layers: int = 4, hidden: Sequence[int] = (64, 64), bins: int = 8, *,
     context_dim: int = 0,
@@ -480,6 +497,7 @@ __all__ = [
     "glow_step",
     "iaf",
     "linear_flow",
+    "bnaf",
     "bpf",
     "maf",
     "naf",

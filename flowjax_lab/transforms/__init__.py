@@ -1,6 +1,7 @@
 """Layers: every public factory returns a ``fl.Transform``; one file per family."""
 
 from flowjax_lab.transforms.autoregressive import iaf, maf
+from flowjax_lab.transforms.bnaf import bnaf
 from flowjax_lab.transforms.circular import angle_features, circular_spline_transformer, wrap_angle
 from flowjax_lab.transforms.coupling import affine_coupling, coupling, spline_coupling
 from flowjax_lab.transforms.elementwise import actnorm, affine, fixed_affine, logit, sigmoid
@@ -42,6 +43,7 @@ __all__ = [
     "affine_coupling",
     "angle_features",
     "bernstein_transformer",
+    "bnaf",
     "circular_spline_transformer",
     "conv1x1",
     "coupling",
