@@ -202,8 +202,9 @@ def cnf(
             )
         return net.init(as_key(key), x_example, t0, c)
 
-    def field(params, c, probe_vec, regularise):
-        def rhs(t, state, _):
+    def field(regularise):
+        def rhs(t, state, args):  # params ride in args: BacksolveAdjoint differentiates those
+            params, c, probe_vec = args
             z = state[0]
             fz = lambda u: net.apply(params, u, t, c)  # noqa: E731
             if probe_vec is None:  # exact: d jvps, the columns of dv/dz
@@ -239,12 +240,13 @@ def cnf(
         y0 = (x, zero, zero, zero) if regularise else (x, zero)
         t0, t1 = (0.0, 1.0) if direction == "apply" else (1.0, 0.0)
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(field(params, c, probe_vec, regularise)),
+            diffrax.ODETerm(field(regularise)),
             solver,
             jnp.asarray(t0, x.dtype),
             jnp.asarray(t1, x.dtype),
             None if dt0 is None else jnp.asarray(dt0 if t1 > t0 else -dt0, x.dtype),
             y0,
+            (params, c, probe_vec),
             stepsize_controller=controller,
             adjoint=adjoint_,
             max_steps=max_steps,
