@@ -118,6 +118,12 @@ def test_context_is_checked():
         t.apply(p, jnp.ones(3))
 
 
+def test_missing_diffrax_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "diffrax", None)  # import diffrax now raises ImportError
+    with pytest.raises(ImportError, match=r'pip install "flowjax_lab\[cnf\]"'):
+        T.cnf((8,))
+
+
 def test_cnf_solve_needs_a_cnf():
     with pytest.raises(ValueError, match="made by fl.transforms.cnf"):
         T.cnf_solve(T.affine(), {}, jnp.ones(2))

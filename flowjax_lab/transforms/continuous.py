@@ -80,7 +80,7 @@ def _diffrax():
     try:
         import diffrax
         import equinox
-    except ImportError as err:  # pragma: no cover - exercised only without the extra
+    except ImportError as err:
         raise ImportError(
             'fl.transforms.cnf needs diffrax: pip install "flowjax_lab[cnf]"'
         ) from err
@@ -137,8 +137,10 @@ def cnf(
             shape, instead of the `TimeMLP` (checked at init by ``jax.eval_shape``).
         trace: "exact" or "hutchinson" (then apply and inverse need the keyword ``key=``: one
             ``probe`` vector, "rademacher" or "gaussian", per solve; the same key in both
-            directions gives inverse(apply(x)) = (x, -logdet) for the estimate too).
-        solver: a diffrax solver instance (default ``diffrax.Tsit5()``).
+            directions gives inverse(apply(x)) = (x, -logdet) for the estimate too). ``chain``,
+            ``stack`` and flows pass no key: use the exact trace there.
+        solver: a diffrax solver instance (default ``diffrax.Tsit5()``; one with an error
+            estimate, unless ``steps`` is given).
         rtol, atol: the PID step-size controller's tolerances (on z and l); ``steps``: a number
             of constant steps instead (no error control).
         adjoint: "recursive_checkpoint" (reverse-mode; diffrax's default), "backsolve"
