@@ -67,6 +67,16 @@ def _sinh_arcsinh(x, raw):
     return jnp.sinh(u), jnp.log(jnp.cosh(u)) + log_a - 0.5 * jnp.log1p(x * x)
 
 
+def _cnf_tolerance() -> float:
+    """The CNF cases' solver rtol = atol: tight in float64, near float32's eps otherwise."""
+    return 1e-12 if jax.config.jax_enable_x64 else 1e-7
+
+
+def _cnf(**kwargs) -> fl.Transform:
+    tol = _cnf_tolerance()
+    return T.cnf((8,), rtol=tol, atol=tol, adjoint="direct", max_steps=2000, **kwargs)
+
+
 CASES: dict[str, Case] = {
     # permutation
     "reverse_permutation": Case("reverse_permutation", T.reverse_permutation),
@@ -192,6 +202,11 @@ CASES: dict[str, Case] = {
         tol32=3e-5,
         tol64=1e-12,
     ),
+    # continuous flow (diffrax): tight solver tolerances so the solved map's jacfwd log-det and
+    # round trip match the augmented ODE's; "direct" adjoint, as jacfwd needs forward mode. One
+    # case: each compiles ~10 adaptive solves and their gradients (~35 s); context, Hutchinson and
+    # the other adjoints are tested in test_cnf.py
+    "cnf": Case("cnf", lambda: _cnf(), (2,), tol32=2e-5, tol64=1e-8),
     # planar and radial flows; sigmoid / logit
     "planar": Case("planar", T.planar, (2,)),
     "planar_d1": Case("planar", T.planar, (1,)),
@@ -302,7 +317,13 @@ class ModelCase(NamedTuple):
 # perturbed relative to their fan-in (`fl.testing.check_flow`). The spline IAF with elementwise
 # affine is the reverse-KL recipe of issue 17.
 M = fl.models
+def _cnf_model() -> fl.Flow:
+    tol = _cnf_tolerance()
+    return M.cnf(2, (8,), rtol=tol, atol=tol, adjoint="direct", max_steps=2000)
+
+
 MODEL_CASES: dict[str, ModelCase] = {
+    "cnf_2d": ModelCase("cnf", lambda: _cnf_model(), tol32=2e-5, tol64=1e-8),
     "maf_default": ModelCase("maf", lambda: M.maf(4, 2, (16, 16)), tol32=2e-5, tol64=1e-11),
     "maf_spline_random_lu_actnorm": ModelCase(
         "maf",

@@ -3,6 +3,13 @@
 from flowjax_lab.transforms.autoregressive import iaf, maf
 from flowjax_lab.transforms.bnaf import bnaf
 from flowjax_lab.transforms.circular import angle_features, circular_spline_transformer, wrap_angle
+from flowjax_lab.transforms.continuous import (
+    CNFSolution,
+    TimeMLP,
+    cnf,
+    cnf_solve,
+    rnode_loss,
+)
 from flowjax_lab.transforms.coupling import affine_coupling, coupling, spline_coupling
 from flowjax_lab.transforms.elementwise import actnorm, affine, fixed_affine, logit, sigmoid
 from flowjax_lab.transforms.emerging import emerging_conv
@@ -29,12 +36,18 @@ from flowjax_lab.transforms.spline import Transformer, spline
 from flowjax_lab.transforms.supports import exp, power, softplus, tanh, to_interval
 
 # Exported beside the factories: the Transformer type, the root solver and its result/options
-# types, the angle helpers (not factories, so they have no conformance case).
+# types, the angle helpers, the CNF's solution type, default field, solver and loss (not
+# factories, so they have no conformance case).
 NOT_FACTORIES = (
-    "RootResult", "SolverOptions", "Transformer", "angle_features", "solve_monotone", "wrap_angle",
+    "CNFSolution", "RootResult", "SolverOptions", "TimeMLP", "Transformer", "angle_features",
+    "cnf_solve", "rnode_loss", "solve_monotone", "wrap_angle",
 )  # fmt: skip
 __all__ = [
+    "CNFSolution",
     "RootResult",
+    "TimeMLP",
+    "cnf_solve",
+    "rnode_loss",
     "SolverOptions",
     "Transformer",
     "solve_monotone",
@@ -45,6 +58,7 @@ __all__ = [
     "bernstein_transformer",
     "bnaf",
     "circular_spline_transformer",
+    "cnf",
     "conv1x1",
     "coupling",
     "dsf_transformer",

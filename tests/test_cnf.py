@@ -1,0 +1,181 @@
+"""fl.transforms.cnf / fl.models.cnf: analytic checks on a linear field, errors, RNODE terms,
+training; the float64 checks (log-det vs jacfwd, Hutchinson's mean, backsolve gradients) run in
+their own process (x64_cnf.py)."""
+
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import flowjax_lab as fl
+
+T = fl.transforms
+
+
+class LinearField(nn.Module):
+    """v(z, t) = A z: the time-1 map is expm(A) x, log|det| = tr A, ||dv/dz||_F^2 = ||A||_F^2."""
+
+    out: int | None = None  # a wrong output size, for the shape check
+
+    @nn.compact
+    def __call__(self, z, t, context=None):
+        a = self.param("a", lambda k: jnp.array([[0.3, -0.8], [0.5, -0.2]], z.dtype))
+        v = a @ z
+        return v if self.out is None else jnp.zeros(self.out, z.dtype)
+
+
+def test_linear_field_matches_the_closed_form():
+    t = T.cnf(vector_field=LinearField(), rtol=1e-7, atol=1e-7)
+    p = t.init(jax.random.key(0), jnp.zeros(2))
+    a = p["params"]["a"]
+    x = jnp.array([0.7, -1.2])
+
+    @jax.jit
+    def run(p, x):
+        sol = T.cnf_solve(t, p, x)
+        return sol, t.apply(p, x), T.cnf_solve(t, p, sol.y, direction="inverse")
+
+    sol, (z, ld), back = run(p, x)
+    np.testing.assert_allclose(sol.y, jax.scipy.linalg.expm(a) @ x, atol=2e-5)
+    np.testing.assert_allclose(sol.logdet, jnp.trace(a), atol=2e-5)  # 0.1
+    np.testing.assert_allclose(sol.frobenius, jnp.sum(a * a), rtol=2e-5)
+    nodes, weights = np.polynomial.legendre.leggauss(20)  # int_0^1 |A expm(tA) x|^2 dt
+    ts = 0.5 * (nodes + 1.0)
+    speed = [float(jnp.sum((a @ jax.scipy.linalg.expm(s * a) @ x) ** 2)) for s in ts]
+    np.testing.assert_allclose(sol.kinetic, 0.5 * np.dot(weights, speed), rtol=2e-5)
+    assert 1 <= int(sol.num_steps) < 100 and int(sol.num_accepted_steps) <= int(sol.num_steps)
+    np.testing.assert_allclose(z, sol.y, atol=2e-5)
+    np.testing.assert_allclose(ld, sol.logdet, atol=2e-5)
+    np.testing.assert_allclose(back.y, x, atol=2e-5)
+    np.testing.assert_allclose(back.logdet, -jnp.trace(a), atol=2e-5)
+
+
+def test_constant_steps_take_that_many():
+    t = T.cnf(vector_field=LinearField(), steps=7)
+    p = t.init(jax.random.key(0), jnp.zeros(2))
+    sol = T.cnf_solve(t, p, jnp.ones(2))
+    assert int(sol.num_steps) == 7
+    np.testing.assert_allclose(sol.logdet, 0.1, atol=1e-5)  # tr A is constant: exact
+
+
+def test_max_steps_too_small_is_an_error_naming_it():
+    t = T.cnf((8,), max_steps=2, rtol=1e-8, atol=1e-8)
+    p = fl.testing.randomize_params(jax.random.key(1), t.init(jax.random.key(0), jnp.zeros(2)))
+    x = jnp.array([0.3, -0.7])
+    with pytest.raises(RuntimeError, match="max_steps=2"):
+        jax.block_until_ready(t.apply(p, x))
+    with pytest.raises(RuntimeError, match="max_steps=2"):  # under jit and vmap too
+        jax.block_until_ready(jax.jit(jax.vmap(lambda x: t.apply(p, x)))(jnp.stack([x, x])))
+    flagged = T.cnf((8,), max_steps=2, rtol=1e-8, atol=1e-8, on_failure="nan")
+    z, ld = jax.jit(flagged.apply)(p, x)
+    assert bool(jnp.all(jnp.isnan(z))) and bool(jnp.isnan(ld))
+    enough = T.cnf((8,), max_steps=2, steps=2)  # 2 constant steps fit in the budget
+    assert bool(jnp.isfinite(enough.apply(p, x)[1]))
+
+
+def test_wrong_vector_field_shape_is_a_value_error():
+    t = T.cnf(vector_field=LinearField(out=3))
+    with pytest.raises(ValueError, match=r"returned shape \(3,\) for an event of shape \(2,\)"):
+        t.init(jax.random.key(0), jnp.zeros(2))
+
+
+def test_hutchinson_without_key_is_a_value_error():
+    t = T.cnf((8,), trace="hutchinson")
+    p = t.init(jax.random.key(0), jnp.zeros(2))
+    with pytest.raises(ValueError, match="trace='hutchinson' needs a random key"):
+        t.apply(p, jnp.ones(2))
+    with pytest.raises(ValueError, match="needs a random key"):
+        t.inverse(p, jnp.ones(2))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"trace": "stochastic"}, "trace must be one of"),
+        ({"probe": "uniform"}, "probe must be one of"),
+        ({"adjoint": "implicit"}, "adjoint must be one of"),
+        ({"activation": "relu"}, "activation must be one of"),
+        ({"rtol": 0.0}, "rtol must be > 0"),
+        ({"max_steps": 0}, "max_steps must be a positive integer"),
+        ({"on_failure": "ignore"}, "on_failure must be one of"),
+    ],
+)
+def test_bad_options_name_the_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        T.cnf((8,), **kwargs)
+
+
+def test_context_is_checked():
+    t = T.cnf((8,), context_dim=2)
+    p = t.init(jax.random.key(0), jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"expected a context of shape \(2,\), got None"):
+        t.apply(p, jnp.ones(3))
+
+
+def test_missing_diffrax_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "diffrax", None)  # import diffrax now raises ImportError
+    with pytest.raises(ImportError, match=r'pip install "flowjax_lab\[cnf\]"'):
+        T.cnf((8,))
+
+
+def test_cnf_solve_needs_a_cnf():
+    with pytest.raises(ValueError, match="made by fl.transforms.cnf"):
+        T.cnf_solve(T.affine(), {}, jnp.ones(2))
+
+
+def test_rnode_loss_adds_the_weighted_integrals_to_the_nll():
+    flow = fl.models.cnf(2, (8,), rtol=1e-6, atol=1e-6)
+    p = fl.testing.randomize_params(jax.random.key(1), flow.init(jax.random.key(0)), 0.5)
+    x = jax.random.normal(jax.random.key(2), (4, 2))
+    plain = T.rnode_loss(flow.transform, flow.base.log_prob, kinetic=0.0, frobenius=0.0)
+    reg = T.rnode_loss(flow.transform, flow.base.log_prob, kinetic=0.1, frobenius=0.2)
+
+    @jax.jit
+    def run(p, x):
+        sols = jax.vmap(lambda xi: T.cnf_solve(flow.transform, p, xi))(x)
+        return plain(p, x), fl.forward_kl(flow)(p, x), reg(p, x), sols
+
+    nll, mle, regularised, sols = run(p, x)
+    np.testing.assert_allclose(nll, mle, rtol=1e-5)
+    want = nll + 0.1 * jnp.mean(sols.kinetic) + 0.2 * jnp.mean(sols.frobenius)
+    assert float(jnp.mean(sols.kinetic)) > 0.01 and float(jnp.mean(sols.frobenius)) > 0.01
+    np.testing.assert_allclose(regularised, want, rtol=1e-5)
+
+
+def _banana(key, n):
+    """z1 ~ N(0, 4), z2 = (z1^2 - 4) / 4 + N(0, 1/4): entropy log(2 pi e) = 2.838 nats."""
+    k1, k2 = jax.random.split(key)
+    z1 = 2.0 * jax.random.normal(k1, (n,))
+    return jnp.stack([z1, 0.25 * (z1**2 - 4.0) + 0.5 * jax.random.normal(k2, (n,))], axis=1)
+
+
+@pytest.mark.slow
+def test_fit_trains_a_tiny_cnf_by_mle():
+    """~25 s of CPU (200 steps of adaptive solves with their gradients)."""
+    data, test = _banana(jax.random.key(0), 2048), _banana(jax.random.key(1), 2048)
+    flow = fl.models.cnf(2, (16, 16), rtol=1e-3, atol=1e-3)
+    params = flow.init(jax.random.key(2))
+    before = -float(jnp.mean(flow.log_prob(params, test)))
+    result = fl.fit(jax.random.key(3), flow, params, data=data, steps=200, batch_size=128,
+                    optimizer=optax.adam(1e-2), progress=False)  # fmt: skip
+    after = -float(jnp.mean(flow.log_prob(result.params, test)))
+    assert before > 4.8  # N(0, I) on the banana: 4.9 nats
+    assert after < 3.1, after  # entropy 2.838: within 0.26 nats (measured 2.90 at 300 steps)
+
+
+@pytest.mark.slow
+def test_cnf_in_float64_in_own_process():
+    """Runs ``x64_cnf.py`` with JAX_ENABLE_X64=1 (~90 s: adaptive solves compile slowly)."""
+    here = os.path.dirname(__file__)
+    path = os.pathsep.join([here, os.path.dirname(here), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "JAX_ENABLE_X64": "1", "PYTHONPATH": path}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "x64_cnf.py"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=here)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "5 passed" in out.stdout, out.stdout[-2000:]
