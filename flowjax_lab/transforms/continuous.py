@@ -42,8 +42,9 @@ class TimeMLP(nn.Module):
     """The default vector field v(z, t, c) = MLP([z; t; c]), output of z's shape, zero at init.
 
     Attributes:
-        hidden: hidden widths; activation: a smooth nonlinearity (the ODE solver needs v to be
-        smooth; ReLU nets make adaptive solvers take many steps).
+        hidden: hidden widths.
+        activation: a smooth nonlinearity (the ODE solver needs v to be smooth: ReLU nets make
+            adaptive solvers take many steps).
     """
 
     hidden: Sequence[int]
@@ -141,8 +142,9 @@ def cnf(
             ``stack`` and flows pass no key: use the exact trace there.
         solver: a diffrax solver instance (default ``diffrax.Tsit5()``; one with an error
             estimate, unless ``steps`` is given).
-        rtol, atol: the PID step-size controller's tolerances (on z and l); ``steps``: a number
-            of constant steps instead (no error control).
+        rtol: the PID step-size controller's relative tolerance (on z and l).
+        atol: its absolute tolerance.
+        steps: a number of constant steps instead of the controller (no error control).
         adjoint: "recursive_checkpoint" (reverse-mode; diffrax's default), "backsolve"
             (BacksolveAdjoint: O(1) memory, solves the adjoint ODE backwards), "direct"
             (DirectAdjoint: forward AND reverse mode, so ``jax.jacfwd`` of apply works, as
@@ -155,7 +157,9 @@ def cnf(
             ``max_steps``; ``on_failure="nan"`` returns NaN output and log-det instead (so
             ``fl.fit`` stops with TrainingDivergedError).
 
-    Params: the vector field's flax variables. Example:
+    Params: the vector field's flax variables.
+
+    Example:
         >>> t = cnf(hidden=(8,)); p = t.init(jax.random.key(0), jnp.zeros(2))
         >>> z, logdet = t.apply(p, jnp.ones(2))
     """
