@@ -107,16 +107,19 @@ def to_numpyro(flow: Flow, params, context=None, *, support=None):
     return _numpyro_bridge().to_numpyro(flow, params, context, support=support)
 
 
-def flow_guide(flow: Flow, model, params=None, **kwargs):
+def flow_guide(flow: Flow, model, params=None, *, key=None, prefix: str = "auto",
+               init_loc_fn=None):  # fmt: skip
     """A numpyro SVI autoguide whose posterior over the model's unconstrained latents is the
-    flow; see `flowjax_lab.interop_numpyro.flow_guide` (keywords ``key``, ``prefix``,
-    ``init_loc_fn``) and `flowjax_lab.interop_numpyro.FlowGuide`.
+    flow; see `flowjax_lab.interop_numpyro.flow_guide` for the arguments (``init_loc_fn``
+    None is numpyro's ``init_to_median``) and `flowjax_lab.interop_numpyro.FlowGuide`.
 
     Example:
       >>> guide = fl.interop.flow_guide(fl.models.iaf(2, 3, (32, 32)), model)
       >>> svi = numpyro.infer.SVI(model, guide, numpyro.optim.Adam(1e-3), Trace_ELBO())
     """
-    return _numpyro_bridge().flow_guide(flow, model, params, **kwargs)
+    bridge = _numpyro_bridge()
+    kwargs = {} if init_loc_fn is None else {"init_loc_fn": init_loc_fn}
+    return bridge.flow_guide(flow, model, params, key=key, prefix=prefix, **kwargs)
 
 
 # --------------------------------------------------------------------------- NeuTra
