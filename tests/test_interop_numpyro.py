@@ -151,19 +151,21 @@ def test_flow_guide_fits_a_conjugate_posterior():
     svi = SVI(_model, guide, numpyro.optim.optax_to_numpyro(optimizer), Trace_ELBO(num_particles=8))
     result = svi.run(jax.random.key(0), 600, y, counts, progress_bar=False)
     assert set(result.params) == {"auto_flow"}
-    draws = guide.sample_posterior(jax.random.key(1), result.params, sample_shape=(20000,))
+    draws = guide.sample_posterior(jax.random.key(1), result.params, sample_shape=(10000,))
     mu, lam = draws["mu"], draws["lam"]
-    assert mu.shape == (20000, 2) and lam.shape == (20000,) and bool(jnp.all(lam > 0))
+    assert mu.shape == (10000, 2) and lam.shape == (10000,) and bool(jnp.all(lam > 0))
     sd = jnp.sqrt(jnp.diag(cov))  # 0.216 each
-    # tolerances: 0.15 posterior sd on the means (SVI noise ~0.03 sd, MC 0.007 sd), 8% on sds
+    # tolerances: 0.15 posterior sd on the means (SVI noise ~0.03 sd, MC 0.01 sd), 8% on sds
     np.testing.assert_allclose(mu.mean(0), mean, atol=0.15 * float(sd[0]))
     np.testing.assert_allclose(mu.std(0), sd, rtol=0.08)
     np.testing.assert_allclose(lam.mean(), a / b, rtol=0.03)  # 2.91
     np.testing.assert_allclose(lam.std(), jnp.sqrt(a) / b, rtol=0.08)  # 0.51
     # ELBO = log Z - KL(q || p): the Gaussian part is exact for a linear flow, the log-Gamma
-    # part is nearly Gaussian (shape 32: KL ~ 1e-3); the 4000-particle estimate has SE ~ 0.002
-    elbo = -Trace_ELBO(num_particles=4000).loss(jax.random.key(2), result.params, _model, guide,
-                                                y, counts)  # fmt: skip
+    # part is nearly Gaussian (shape 32: KL ~ 1e-3); the 2000-particle estimate has SE ~ 0.003
+    elbo_loss = Trace_ELBO(num_particles=2000).loss
+    elbo = -jax.jit(lambda p: elbo_loss(jax.random.key(2), p, _model, guide, y, counts))(
+        result.params
+    )
     assert log_z - 0.03 < float(elbo) < log_z + 0.01, (float(elbo), log_z)
     # the fitted flow's params in fl form, and the posterior over the unconstrained latents
     flow_params = guide.flow_params(result.params)
