@@ -179,3 +179,25 @@ def test_flow_guide_checks_the_dimension():
     guide = fl.interop.flow_guide(fl.models.linear_flow(2), _model)  # the model has 3
     with pytest.raises(ValueError, match=r"3 unconstrained latent numbers.*\(3,\)"):
         numpyro.handlers.seed(guide, 0)(y, counts)
+
+
+def test_flow_guide_keeps_integer_leaves_out_of_numpyro_params():
+    # a random permutation is stored as int32 indices: fixed structure, never a numpyro param
+    # (jax.grad would refuse it); SVI trains the float leaves and the indices come back unchanged
+    y, counts = _data()
+    flow = fl.models.iaf(3, 2, (8,), permutation="random")
+    params = flow.init(jax.random.key(5))
+    guide = fl.interop.flow_guide(flow, _model, params)
+    svi = SVI(_model, guide, numpyro.optim.Adam(1e-2), Trace_ELBO())
+    result = svi.run(jax.random.key(0), 20, y, counts, progress_bar=False)
+    numpyro_leaves = jax.tree.leaves(result.params["auto_flow"])
+    assert numpyro_leaves and all(fl.is_trainable(a) for a in numpyro_leaves)
+    fitted = guide.flow_params(result.params)
+    ints = [a for a in jax.tree.leaves(params) if not fl.is_trainable(a)]
+    assert len(ints) == 2
+    for before, after in zip(ints, [a for a in jax.tree.leaves(fitted) if not fl.is_trainable(a)]):
+        np.testing.assert_array_equal(before, after)
+    assert np.all(np.isfinite(result.losses))
+    floats_before = [a for a in jax.tree.leaves(params) if fl.is_trainable(a)]
+    floats_after = [a for a in jax.tree.leaves(fitted) if fl.is_trainable(a)]
+    assert any(not np.allclose(a, b) for a, b in zip(floats_before, floats_after))  # trained
