@@ -67,6 +67,26 @@ def _context_for(context, batch, n, where):
     return context.reshape(n, context.shape[-1])
 
 
+def check_context_given(flow: Flow, params: Params, context, where: str) -> None:
+    """Raise a ValueError if ``flow`` is conditional (its layers need a context) and ``context``
+    is None. Flows do not record a context_dim, so this traces ``log_prob`` on one abstract
+    event (``jax.eval_shape``: no compute); a layer built with context_dim > 0 refuses None."""
+    if context is not None:
+        return
+    floats = [a for a in jax.tree.leaves(params) if jnp.issubdtype(jnp.result_type(a), jnp.floating)]
+    dtype = jnp.result_type(floats[0]) if floats else jnp.zeros(()).dtype
+    x = jax.ShapeDtypeStruct((1, *flow.event_shape), dtype)
+    try:
+        jax.eval_shape(lambda p, x_: flow.log_prob(p, x_), params, x)
+    except ValueError as err:
+        if "context" not in str(err):
+            raise
+        raise ValueError(
+            f"{where}: this flow is conditional (a layer was built with context_dim > 0) and "
+            f"needs context=, one context vector; got context=None ({err})"
+        ) from None
+
+
 class TrainableBase(NamedTuple):
     """A base distribution with params, trained with the flow's (see ``fl.bases``).
 
