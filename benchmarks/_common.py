@@ -35,6 +35,51 @@ def time_call(fn, *args, repeats: int = 21, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
+def adam_step(loss_fn, lr: float = 1e-3):
+    """(optimizer, jitted step): ``step(params, state, batch) -> (params, state, loss)``, one
+    adam update of ``loss_fn(params, batch)`` (the train step the speed benchmarks time)."""
+    import optax
+
+    opt = optax.adam(lr)
+
+    @jax.jit
+    def step(params, state, batch):
+        value, grads = jax.value_and_grad(loss_fn)(params, batch)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, value
+
+    return opt, step
+
+
+def flowjax_calls(dist, x, batch, n_sample: int) -> dict:
+    """The timed calls of a flowjax distribution: log_prob of ``x``, ``n_sample`` draws, and one
+    adam step of its maximum-likelihood loss on ``batch`` (equinox's filter_jit)."""
+    import equinox as eqx
+    from flowjax.train.losses import MaximumLikelihoodLoss
+
+    log_prob = eqx.filter_jit(lambda d, v: d.log_prob(v))
+    sample = eqx.filter_jit(lambda d, k: d.sample(k, (n_sample,)))
+    params, static = eqx.partition(dist, eqx.is_inexact_array)
+    loss = MaximumLikelihoodLoss()
+    opt, step = adam_step(lambda p, b: loss(p, static, b))
+    state = opt.init(params)
+    return {
+        "log_prob": lambda: log_prob(dist, x),
+        "sample": lambda: sample(dist, jax.random.key(3)),
+        "step": lambda: step(params, state, batch),
+    }
+
+
+def pick(parser, value: str, allowed, flag: str) -> list[str]:
+    """The semicolon-separated names in ``value``, each one of ``allowed`` (else a usage error
+    naming the unknown ones)."""
+    names = value.split(";")
+    unknown = sorted(set(names) - set(allowed))
+    if unknown:
+        parser.error(f"unknown {flag} {unknown}; choose from {list(allowed)}")
+    return names
+
+
 def compile_seconds(fn, *args) -> float:
     """Seconds to lower and compile ``jax.jit(fn)`` for these arguments (no execution)."""
     start = time.perf_counter()

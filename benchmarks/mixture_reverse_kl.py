@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import flowjax_lab as fl
-from _common import device_info, load_average, print_table, write_results
+from _common import device_info, load_average, pick, print_table, write_results
 
 T = fl.transforms
 
@@ -113,10 +113,7 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=1.0,
                         help="std of the mixture base's initial means (its `spread`)")  # fmt: skip
     args = parser.parse_args()
-    models = args.models.split(";")
-    unknown = sorted(set(models) - set(MODELS))
-    if unknown:
-        parser.error(f"unknown --models {unknown}; choose from {list(MODELS)}")
+    models = pick(parser, args.models, MODELS, "--models")
     info = device_info()
     print(f"device: {info['platform']} ({info['device']}) x{info['num_devices']}, jax {info['jax']}")
     print(f"load average at start: {load_average()}")

@@ -27,14 +27,15 @@ import time
 
 import jax
 import jax.numpy as jnp
-import optax
 import reference
 
 import flowjax_lab as fl
 from _common import (
+    adam_step,
     check_aim,
     compile_seconds,
     device_info,
+    flowjax_calls,
     load_average,
     print_table,
     round_ratios,
@@ -58,17 +59,6 @@ def matmul_flops_per_s(n: int = 2048) -> float:
     return 2 * n**3 / t
 
 
-def _adam_step(loss_fn):
-    opt = optax.adam(1e-3)
-
-    @jax.jit
-    def step(params, state, batch):
-        value, grads = jax.value_and_grad(loss_fn)(params, batch)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, value
-
-    return opt, step
-
 
 def conditioner_flops(params) -> int:
     """Dense-layer FLOPs per sample of one log_prob pass: 2 * fan_in * fan_out for every kernel.
@@ -89,7 +79,7 @@ def ours(name: str, x: jax.Array, step_batch: jax.Array, n_sample: int) -> dict:
     params = fl.testing.randomize_params(jax.random.key(2), params, 0.01)  # not the identity
     log_prob = jax.jit(flow.log_prob)
     sample = jax.jit(flow.sample, static_argnums=2)
-    opt, step = _adam_step(fl.forward_kl(flow))
+    opt, step = adam_step(fl.forward_kl(flow))
     state = opt.init(params)
     calls = {
         "log_prob": lambda: log_prob(params, x),
@@ -101,11 +91,9 @@ def ours(name: str, x: jax.Array, step_batch: jax.Array, n_sample: int) -> dict:
 
 def theirs(name: str, x: jax.Array, step_batch: jax.Array, n_sample: int) -> dict | None:
     try:
-        import equinox as eqx
         from flowjax.bijections import RationalQuadraticSpline
         from flowjax.distributions import Normal
         from flowjax.flows import coupling_flow, masked_autoregressive_flow
-        from flowjax.train.losses import MaximumLikelihoodLoss
     except ImportError:
         return None
     key, base = jax.random.key(1), Normal(jnp.zeros(DIM))
@@ -118,17 +106,7 @@ def theirs(name: str, x: jax.Array, step_batch: jax.Array, n_sample: int) -> dic
         dist = coupling_flow(
             key, transformer=RationalQuadraticSpline(knots=8, interval=4), **common
         )
-    log_prob = eqx.filter_jit(lambda d, v: d.log_prob(v))
-    sample = eqx.filter_jit(lambda d, k: d.sample(k, (n_sample,)))
-    params, static = eqx.partition(dist, eqx.is_inexact_array)
-    loss = MaximumLikelihoodLoss()
-    opt, step = _adam_step(lambda p, b: loss(p, static, b))
-    state = opt.init(params)
-    return {
-        "log_prob": lambda: log_prob(dist, x),
-        "sample": lambda: sample(dist, jax.random.key(3)),
-        "step": lambda: step(params, state, step_batch),
-    }
+    return flowjax_calls(dist, x, step_batch, n_sample)
 
 
 def handwritten(name: str, x: jax.Array, step_batch: jax.Array) -> dict:
@@ -139,7 +117,7 @@ def handwritten(name: str, x: jax.Array, step_batch: jax.Array) -> dict:
     else:
         per_dim = 3 * 8 - 1 if name == "nsf" else 2
         params, log_prob = reference.coupling(key, DIM, WIDTH, LAYERS[name], per_dim)
-    opt, step = _adam_step(lambda p, b: -jnp.mean(log_prob(p, b)))
+    opt, step = adam_step(lambda p, b: -jnp.mean(log_prob(p, b)))
     state = opt.init(params)
     log_prob = jax.jit(log_prob)
     return {
