@@ -214,6 +214,24 @@ CASES: dict[str, Case] = {
     "radial": Case("radial", T.radial, (3,)),
     "radial_d1": Case("radial", T.radial, (1,)),
     "radial_d5_wide": Case("radial", T.radial, (5,), 0, _wide(3.0), _wide(3.0)),
+    # Householder and Sylvester flows (Sylvester's density direction: M scalar solves)
+    "householder": Case("householder", lambda: T.householder(3), (4,)),
+    "sylvester_orthogonal": Case(
+        "sylvester", lambda: T.sylvester("orthogonal", 3), (4,), tol32=5e-5, tol64=1e-11
+    ),
+    "sylvester_householder_wide": Case(
+        "sylvester",
+        lambda: T.sylvester("householder", 4, num_reflections=2),
+        (5,),
+        0,
+        _wide(3.0),
+        _wide(3.0),
+        tol32=5e-5,
+        tol64=1e-11,
+    ),
+    "sylvester_triangular_reverse": Case(
+        "sylvester", lambda: T.sylvester("triangular", reverse=True), (3,), tol32=5e-5, tol64=1e-11
+    ),
     "sigmoid": Case("sigmoid", T.sigmoid, (4,), 0, _wide(3.0), _unit_interval),
     "logit": Case("logit", T.logit, (2, 3), 0, _unit_interval, None),
     "logit_squeezed": Case("logit", lambda: T.logit(0.05), (4,), 0, _unit_interval, None),
