@@ -308,6 +308,22 @@ CASES: dict[str, Case] = {
         tol32=5e-5,
         tol64=1e-10,
     ),
+    "vae_sylvester_posterior_orthogonal": Case(
+        "vae.sylvester_posterior",
+        lambda: fl.vae.sylvester_posterior(4, 2, "orthogonal", 3, context_dim=3),
+        (4,),
+        11,
+        tol32=5e-5,
+        tol64=1e-10,
+    ),
+    "vae_sylvester_posterior_triangular": Case(
+        "vae.sylvester_posterior",
+        lambda: fl.vae.sylvester_posterior(3, 3, "triangular", context_dim=2),
+        (3,),
+        8,
+        tol32=5e-5,
+        tol64=1e-10,
+    ),
     "vae_diagonal_posterior": Case(
         "vae.iaf_posterior", lambda: fl.vae.iaf_posterior(3, steps=0), (3,), 6
     ),
@@ -424,6 +440,18 @@ MODEL_CASES: dict[str, ModelCase] = {
     "planar_flow": ModelCase("planar_flow", lambda: M.planar_flow(3, 3), tol32=5e-5, tol64=1e-10),
     "linear_flow_student_t_base": ModelCase(
         "linear_flow", lambda: M.linear_flow(3, 2, base="student_t"), tol32=2e-5, tol64=1e-11
+    ),
+    "sylvester_flow_householder": ModelCase(
+        "sylvester_flow",
+        lambda: M.sylvester_flow(4, 2, kind="householder", num_vectors=3),
+        tol32=5e-5,
+        tol64=1e-10,
+    ),
+    "sylvester_flow_triangular_diagonal_base": ModelCase(
+        "sylvester_flow",
+        lambda: M.sylvester_flow(3, 3, kind="triangular", base="diagonal_normal"),
+        tol32=5e-5,
+        tol64=1e-10,
     ),
     "flow_of_steps_lu": ModelCase(
         "flow_of_steps", lambda: M.flow_of_steps(T.lu_linear(), 3, 2, mixing="lu", actnorm=True)
