@@ -10,10 +10,11 @@
 
 Invertibility (van den Berg et al., theorem 2): g is invertible when every
 r_ii r~_ii tanh'(.) > -1. Here the diagonal of R~ is reparametrised, as planar's u_hat, so that
-r_ii r~_ii = m(r_ii c_ii) > -1 for every raw parameter value (c = the raw R~), with
-m(a) = -1 + softplus(a + log(e - 1)) (m(0) = 0). Then
-det J_g = prod_i (1 + r_ii r~_ii (1 - t_i^2)) = prod_i (s_i + (1 - s_i) t_i^2) > 0,
-s_i = softplus(a_i + log(e - 1)) > 0, t = tanh(B z + b).
+r_ii r~_ii = max(m(r_ii c_ii), -1 + 1e-3) >= -1 + 1e-3 for every raw parameter value (c = the
+raw R~), with m(a) = -1 + softplus(a + log(e - 1)) (m(0) = 0; the floor keeps the margin
+exact in float32, where m rounds to -1 for a < -17). Then
+det J_g = prod_i (1 + r_ii r~_ii (1 - t_i^2)) = prod_i (s_i + (1 - s_i) t_i^2) >= 1e-3^M,
+s_i = 1 + r_ii r~_ii >= 1e-3, t = tanh(B z + b).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ KINDS = ("orthogonal", "householder", "triangular")
 _SHIFT = math.log(math.e - 1.0)  # softplus(_SHIFT) = 1
 _SLOPE = 1.0 - 1.0 / math.e  # m'(0)
 _R_INIT = 0.01  # R ~ N(0, 0.01^2) at init: g is close to, not exactly, the identity
+_MIN_SLOPE = 1e-3  # 1 + r_ii r~_ii >= 1e-3: each layer contracts a direction by <= 1000x
 
 
 # --------------------------------------------------------------------------- householder
@@ -135,14 +137,19 @@ def _product_map(a):
 
 def _triangles(params):
     """(R, R~, s): the upper triangular R and R~ with R~'s diagonal reparametrised so that
-    r_ii r~_ii = m(r_ii c_ii) > -1 (c = raw R~), and s = 1 + r_ii r~_ii = softplus(.) > 0."""
+    r_ii r~_ii = max(m(r_ii c_ii), -1 + 1e-3) (c = raw R~), and s = 1 + r_ii r~_ii =
+    max(softplus(r_ii c_ii + log(e - 1)), 1e-3): r~_ii = c_ii phi(r_ii c_ii), phi(a) = m(a) / a
+    (phi(0) = m'(0) = 1 - 1/e), so no division by r_ii."""
     r, c = params["r"], params["r_tilde"]
     upper = jnp.triu(jnp.ones_like(r), 1)
     r_diag, c_diag = jnp.diagonal(r), jnp.diagonal(c)
     a = r_diag * c_diag
+    s = jax.nn.softplus(a + _SHIFT)
+    floor = s <= _MIN_SLOPE
+    s = jnp.where(floor, _MIN_SLOPE, s)
+    product = jnp.where(floor, _MIN_SLOPE - 1.0, _product_map(a))
     nonzero = a != 0
-    phi = jnp.where(nonzero, _product_map(a) / jnp.where(nonzero, a, 1.0), _SLOPE)  # m(a) / a
-    s = jnp.maximum(jax.nn.softplus(a + _SHIFT), jnp.finfo(a.dtype).tiny)
+    phi = jnp.where(nonzero, product / jnp.where(nonzero, a, 1.0), _SLOPE)
     return (r * upper + jnp.diag(r_diag)), (c * upper + jnp.diag(c_diag * phi)), s
 
 
@@ -195,8 +202,8 @@ def sylvester(
       permutation when ``reverse`` (chain layers with alternating ``reverse``, or with
       `reverse_permutation`, so every coordinate is reached). No params for Q.
 
-    The diagonal of R~ is reparametrised so that r_ii r~_ii = m(r_ii c_ii) > -1 (module
-    docstring), which makes g invertible.
+    The diagonal of R~ is reparametrised so that r_ii r~_ii >= -1 + 1e-3 (module docstring),
+    which makes g invertible for every parameter value.
 
     g (``inverse``, the generative direction, one pass, O(d M + M^2) plus forming Q):
     log|det J_g(z)| = sum_i log|1 + r_ii r~_ii tanh'((R~ Q^T z + b)_i)| (Sylvester's
