@@ -216,6 +216,7 @@ CASES: dict[str, Case] = {
     "radial_d5_wide": Case("radial", T.radial, (5,), 0, _wide(3.0), _wide(3.0)),
     # Householder and Sylvester flows (Sylvester's density direction: M scalar solves)
     "householder": Case("householder", lambda: T.householder(3), (4,)),
+    "householder_d_reflections": Case("householder", T.householder, (3,)),
     "sylvester_orthogonal": Case(
         "sylvester", lambda: T.sylvester("orthogonal", 3), (4,), tol32=5e-5, tol64=1e-11
     ),

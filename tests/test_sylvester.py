@@ -158,6 +158,7 @@ def test_householder_is_the_product_of_reflections():
     np.testing.assert_allclose(t.inverse(params, z)[0], x, atol=20 * EPS, rtol=20 * EPS)
     np.testing.assert_allclose(want @ want.T, np.eye(d), atol=20 * EPS)
     assert float(ld) == 0.0
+    assert T.householder().init(jax.random.key(0), jnp.zeros(d))["v"].shape == (d, d)  # K = d
     # a zero vector is no reflection
     zero = {"v": params["v"].at[1].set(0.0)}
     np.testing.assert_allclose(

@@ -64,12 +64,12 @@ def _check_shapes(name, where, params, x, shapes):
             raise ValueError(f"{name}.{where}: params['{key}'] has shape {got}, expected {want}")
 
 
-def householder(num_reflections: int = 2) -> Transform:
+def householder(num_reflections: int | None = None) -> Transform:
     """K Householder reflections: f(x) = H_K ... H_1 x, H_k = I - 2 v_k v_k^T / |v_k|^2.
 
     f (``apply``) and g = f^-1 = H_1 ... H_K z (``inverse``, the reflections in reverse order,
     each its own inverse) are exact; log|det J| = 0 both ways. O(K d) each way (no d x d
-    matrix is formed). K = d reflections reach every orthogonal matrix (up to signs).
+    matrix is formed). K defaults to d: d reflections reach every orthogonal matrix.
 
     Params: {"v": (K, d)}, drawn N(0, 1) from the key (a random orthogonal map). A zero row
     is taken as the identity (no reflection).
@@ -78,20 +78,25 @@ def householder(num_reflections: int = 2) -> Transform:
         >>> t = householder(3); p = t.init(jax.random.key(0), jnp.zeros(4))
         >>> z, logdet = t.apply(p, jnp.ones(4))  # logdet == 0
     """
-    k = positive_int(num_reflections, "householder: num_reflections")
+    if num_reflections is not None:
+        num_reflections = positive_int(num_reflections, "householder: num_reflections")
+
+    def shape(x):
+        d = x.shape[-1] if getattr(x, "ndim", 0) else 0
+        return {"v": (d if num_reflections is None else num_reflections, d)}
 
     def init(key, x_example):
-        d = check_vector_event(x_example, "householder.init")
-        return {"v": jax.random.normal(as_key(key), (k, d), x_example.dtype)}
+        check_vector_event(x_example, "householder.init")
+        return {"v": jax.random.normal(as_key(key), shape(x_example)["v"], x_example.dtype)}
 
     def apply(params, x, *, context=None):
         del context
-        _check_shapes("householder", "apply", params, x, {"v": (k, x.shape[-1])})
+        _check_shapes("householder", "apply", params, x, shape(x))
         return _reflect_all(params["v"], x), jnp.zeros((), x.dtype)
 
     def inverse(params, z, *, context=None):
         del context
-        _check_shapes("householder", "inverse", params, z, {"v": (k, z.shape[-1])})
+        _check_shapes("householder", "inverse", params, z, shape(z))
         return _reflect_all(params["v"], z, reverse=True), jnp.zeros((), z.dtype)
 
     return Transform(init, apply, inverse)
