@@ -74,6 +74,12 @@ def householder(num_reflections: int | None = None) -> Transform:
     Params: {"v": (K, d)}, drawn N(0, 1) from the key (a random orthogonal map). A zero row
     is taken as the identity (no reflection).
 
+    Args:
+        num_reflections: K >= 1 (default: d, the event size).
+
+    Raises:
+        ValueError: a non-positive ``num_reflections``; an event or params of the wrong shape.
+
     Example:
         >>> t = householder(3); p = t.init(jax.random.key(0), jnp.zeros(4))
         >>> z, logdet = t.apply(p, jnp.ones(4))  # logdet == 0
@@ -229,9 +235,17 @@ def sylvester(
     0.01^2), R~ ~ N(0, 1/M), b = 0 (so g is close to, but not, the identity), q ~ N(0, 1),
     v ~ N(0, 1). ``num_vectors`` M defaults to d.
 
+    Args:
+        kind: "orthogonal", "householder" or "triangular": how Q is made.
+        num_vectors: M, 1 <= M <= d (default d).
+        num_reflections: K for ``kind="householder"`` (default M).
+        reverse: for ``kind="triangular"``: Q from the reversal permutation.
+        solver: `SolverOptions` of the density direction's root-finds (default
+            ``SolverOptions()``).
+
     Raises:
-      ValueError: an unknown ``kind``, a non-positive ``num_vectors`` / ``num_reflections``,
-        options that the kind does not use, or (at init) ``num_vectors`` > d.
+        ValueError: an unknown ``kind``, a non-positive ``num_vectors`` / ``num_reflections``,
+            options that the kind does not use, or (at init) ``num_vectors`` > d.
 
     Example:
         >>> t = sylvester("householder", 2); p = t.init(jax.random.key(0), jnp.zeros(4))
