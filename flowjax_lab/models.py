@@ -370,6 +370,8 @@ def sylvester_flow(
     layers for ``kind="triangular"`` (whose Q is the identity). Sampling and the log-prob of
     samples are one pass per layer; the density of given data solves M scalar equations in
     sequence per layer. ``base``: as `maf`'s."""
+    if num_vectors is not None:
+        positive_int(num_vectors, "sylvester_flow: num_vectors", maximum=positive_int(dim, "dim"))
     layer = T.sylvester(kind, num_vectors)
     return flow_of_steps(
         layer, dim, num_layers, permutation="reverse" if kind == "triangular" else None,

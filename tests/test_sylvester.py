@@ -180,6 +180,7 @@ def test_householder_is_the_product_of_reflections():
         (lambda: fl.vae.vae((16,), 4, posterior="sylvester", sylvester_kind="x"), "sylvester_kind"),
         (lambda: fl.vae.vae((16,), 4, posterior="sylvester", sylvester_steps=0), "sylvester_steps"),
         (lambda: fl.models.sylvester_flow(3, 2, kind="qr"), "kind must be one of"),
+        (lambda: fl.models.sylvester_flow(3, num_vectors=4), r"in \[1, 3\], got 4"),
     ],
 )
 def test_bad_arguments_are_named(make, message):

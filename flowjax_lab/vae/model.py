@@ -5,9 +5,8 @@ p(z) is N(0, I) or any ``fl.Flow`` over the latent (params inside the VAE's). Po
 is amortised: an encoder gives [mu, log_sigma, h] for x, and `posterior.iaf_posterior` maps
 eps ~ N(0, I) to z (diagonal Gaussian, then IAF steps conditioned on h), or
 `posterior.sylvester_posterior` (diagonal Gaussian, then Sylvester steps whose params are linear
-functions of h). The bounds are the
-public objectives ``fl.objectives.elbo`` / ``iwae_bound`` applied to ``log_joint`` and
-``sample_and_log_q``. Params: {"encoder", "decoder"[, "posterior"][, "prior"]}, a pytree.
+functions of h). The bounds are the public objectives ``fl.objectives.elbo`` / ``iwae_bound``
+applied to ``log_joint`` and ``sample_and_log_q``. Params: {"encoder", "decoder"[, "posterior"][, "prior"]}, a pytree.
 """
 
 from __future__ import annotations
