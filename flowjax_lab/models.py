@@ -356,6 +356,29 @@ def planar_flow(
     )
 
 
+def sylvester_flow(
+    dim: int,
+    num_layers: int = 8,
+    *,
+    kind: str = "orthogonal",
+    num_vectors: int | None = None,
+    elementwise_affine: bool = True,
+    base=None,
+) -> Flow:
+    """Sylvester flow (van den Berg et al. 2018): ``num_layers`` copies of
+    ``transforms.sylvester(kind, num_vectors) -> [affine]``, a reverse permutation between
+    layers for ``kind="triangular"`` (whose Q is the identity). Sampling and the log-prob of
+    samples are one pass per layer; the density of given data solves M scalar equations in
+    sequence per layer. ``base``: as `maf`'s."""
+    if num_vectors is not None:
+        positive_int(num_vectors, "sylvester_flow: num_vectors", maximum=positive_int(dim, "dim"))
+    layer = T.sylvester(kind, num_vectors)
+    return flow_of_steps(
+        layer, dim, num_layers, permutation="reverse" if kind == "triangular" else None,
+        elementwise_affine=elementwise_affine, base=base,
+    )  # fmt: skip
+
+
 def linear_flow(dim: int, num_layers: int = 1, *, base=None) -> Flow:
     """A Gaussian baseline: ``num_layers`` copies of lu_linear -> affine (x = L U z + b: any
     full-covariance Gaussian on a normal base; a heavier-tailed one on ``base="student_t"``).
@@ -540,4 +563,5 @@ __all__ = [
     "planar_flow",
     "realnvp",
     "sospf",
+    "sylvester_flow",
 ]

@@ -214,6 +214,25 @@ CASES: dict[str, Case] = {
     "radial": Case("radial", T.radial, (3,)),
     "radial_d1": Case("radial", T.radial, (1,)),
     "radial_d5_wide": Case("radial", T.radial, (5,), 0, _wide(3.0), _wide(3.0)),
+    # Householder and Sylvester flows (Sylvester's density direction: M scalar solves)
+    "householder": Case("householder", lambda: T.householder(3), (4,)),
+    "householder_d_reflections": Case("householder", T.householder, (3,)),
+    "sylvester_orthogonal": Case(
+        "sylvester", lambda: T.sylvester("orthogonal", 3), (4,), tol32=5e-5, tol64=1e-11
+    ),
+    "sylvester_householder_wide": Case(
+        "sylvester",
+        lambda: T.sylvester("householder", 4, num_reflections=2),
+        (5,),
+        0,
+        _wide(3.0),
+        _wide(3.0),
+        tol32=5e-5,
+        tol64=1e-11,
+    ),
+    "sylvester_triangular_reverse": Case(
+        "sylvester", lambda: T.sylvester("triangular", reverse=True), (3,), tol32=5e-5, tol64=1e-11
+    ),
     "sigmoid": Case("sigmoid", T.sigmoid, (4,), 0, _wide(3.0), _unit_interval),
     "logit": Case("logit", T.logit, (2, 3), 0, _unit_interval, None),
     "logit_squeezed": Case("logit", lambda: T.logit(0.05), (4,), 0, _unit_interval, None),
@@ -287,6 +306,22 @@ CASES: dict[str, Case] = {
         lambda: fl.vae.iaf_posterior(4, steps=1, hidden=(16,), context_dim=3),
         (4,),
         11,
+        tol32=5e-5,
+        tol64=1e-10,
+    ),
+    "vae_sylvester_posterior_orthogonal": Case(
+        "vae.sylvester_posterior",
+        lambda: fl.vae.sylvester_posterior(4, 2, "orthogonal", 3, context_dim=3),
+        (4,),
+        11,
+        tol32=5e-5,
+        tol64=1e-10,
+    ),
+    "vae_sylvester_posterior_triangular": Case(
+        "vae.sylvester_posterior",
+        lambda: fl.vae.sylvester_posterior(3, 3, "triangular", context_dim=2),
+        (3,),
+        8,
         tol32=5e-5,
         tol64=1e-10,
     ),
@@ -406,6 +441,18 @@ MODEL_CASES: dict[str, ModelCase] = {
     "planar_flow": ModelCase("planar_flow", lambda: M.planar_flow(3, 3), tol32=5e-5, tol64=1e-10),
     "linear_flow_student_t_base": ModelCase(
         "linear_flow", lambda: M.linear_flow(3, 2, base="student_t"), tol32=2e-5, tol64=1e-11
+    ),
+    "sylvester_flow_householder": ModelCase(
+        "sylvester_flow",
+        lambda: M.sylvester_flow(4, 2, kind="householder", num_vectors=3),
+        tol32=5e-5,
+        tol64=1e-10,
+    ),
+    "sylvester_flow_triangular_diagonal_base": ModelCase(
+        "sylvester_flow",
+        lambda: M.sylvester_flow(3, 3, kind="triangular", base="diagonal_normal"),
+        tol32=5e-5,
+        tol64=1e-10,
     ),
     "flow_of_steps_lu": ModelCase(
         "flow_of_steps", lambda: M.flow_of_steps(T.lu_linear(), 3, 2, mixing="lu", actnorm=True)

@@ -58,6 +58,21 @@ def test_vae_config_errors_name_the_value(overrides, match):
         C.from_dict(VAE, overrides)
 
 
+def test_vae_config_takes_the_sylvester_posterior_options():
+    from flowjax_lab.experiment.build import build_vae
+
+    sets = ["model.params.posterior=sylvester", "model.params.sylvester_kind=householder",
+            "model.params.sylvester_steps=3", "model.params.num_vectors=2"]  # fmt: skip
+    model = build_vae(C.from_dict(VAE, sets), 64)
+    params = model.posterior.init(np.zeros(2, np.uint32))  # a legacy key: shapes only
+    bias = params["bias"]
+    assert bias["r"].shape == (3, 2, 2) and bias["v"].shape == (3, 2, 4)  # M = 2, K = M, d = 4
+    assert params["kernel"]["b"].shape == (4, 3, 2)  # context_dim (default d = 4) x steps x M
+    with pytest.raises(ValueError, match=r"vae: sylvester_kind must be one of .*got 'qr'"):
+        build_vae(C.from_dict(VAE, ["model.params.posterior=sylvester",
+                                    "model.params.sylvester_kind=qr"]), 64)  # fmt: skip
+
+
 # --------------------------------------------------------------------------- the CLI end to end
 
 DIGITS = str(Path(__file__).parent.parent / "configs" / "vae_digits.yaml")

@@ -81,8 +81,8 @@ class ModelConfig:
     """A ready-made model by name (see ``problems.MODELS``); ``params`` go to the builder.
 
     For ``name: vae`` only ``hidden`` (the encoder and decoder MLP widths) is read; the rest of
-    ``fl.vae.vae``'s arguments (latent_dim, likelihood, posterior, iaf_steps, prior, ...) go in
-    ``params``.
+    ``fl.vae.vae``'s arguments (latent_dim, likelihood, posterior, iaf_steps, sylvester_steps,
+    sylvester_kind, num_vectors, prior, ...) go in ``params``.
     """
 
     name: str

@@ -34,6 +34,7 @@ from flowjax_lab.transforms.permutation import permute, random_permutation, reve
 from flowjax_lab.transforms.planar import planar, radial
 from flowjax_lab.transforms.spline import Transformer, spline
 from flowjax_lab.transforms.supports import exp, power, softplus, tanh, to_interval
+from flowjax_lab.transforms.sylvester import householder, sylvester
 
 # Exported beside the factories: the Transformer type, the root solver and its result/options
 # types, the angle helpers, the CNF's solution type, default field, solver and loss (not
@@ -65,6 +66,7 @@ __all__ = [
     "emerging_conv",
     "exp",
     "fixed_affine",
+    "householder",
     "iaf",
     "image_affine_coupling",
     "image_spline_coupling",
@@ -88,6 +90,7 @@ __all__ = [
     "spline",
     "spline_coupling",
     "squeeze",
+    "sylvester",
     "tanh",
     "to_interval",
     "triangular",

@@ -3,9 +3,10 @@
 Model p(x, z) = p(x | z) p(z): a decoder net gives the likelihood's params from z; the prior
 p(z) is N(0, I) or any ``fl.Flow`` over the latent (params inside the VAE's). Posterior q(z | x)
 is amortised: an encoder gives [mu, log_sigma, h] for x, and `posterior.iaf_posterior` maps
-eps ~ N(0, I) to z (diagonal Gaussian, then IAF steps conditioned on h). The bounds are the
-public objectives ``fl.objectives.elbo`` / ``iwae_bound`` applied to ``log_joint`` and
-``sample_and_log_q``. Params: {"encoder", "decoder"[, "posterior"][, "prior"]}, a pytree.
+eps ~ N(0, I) to z (diagonal Gaussian, then IAF steps conditioned on h), or
+`posterior.sylvester_posterior` (diagonal Gaussian, then Sylvester steps whose params are linear
+functions of h). The bounds are the public objectives ``fl.objectives.elbo`` / ``iwae_bound``
+applied to ``log_joint`` and ``sample_and_log_q``. Params: {"encoder", "decoder"[, "posterior"][, "prior"]}, a pytree.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from flowjax_lab.core import as_key
 from flowjax_lab.flow import Flow, make_flow, standard_normal
 from flowjax_lab.models import maf
 from flowjax_lab.objectives import ESTIMATORS, check_num_samples, elbo, iwae_bound
+from flowjax_lab.transforms.sylvester import KINDS as SYLVESTER_KINDS
 from flowjax_lab.vae.nets import LIKELIHOODS, NETWORKS, activation_fn
-from flowjax_lab.vae.posterior import iaf_posterior, posterior_context_dim
+from flowjax_lab.vae.posterior import iaf_posterior, posterior_context_dim, sylvester_posterior
 
-POSTERIORS = ("diagonal", "iaf")
+POSTERIORS = ("diagonal", "iaf", "sylvester")
 PRIORS = ("normal", "flow")
 
 
@@ -81,15 +83,16 @@ class _Sizes(NamedTuple):
     data_shape: tuple[int, ...]
     d: int
     hidden: tuple[int, ...]
-    steps: int  # IAF steps of the posterior (0: diagonal Gaussian)
+    steps: int  # flow steps of the posterior (IAF or Sylvester; 0: diagonal Gaussian)
     iaf_hidden: tuple[int, ...]
     context_dim: int
     prior_flow: Flow | None
+    num_vectors: int | None  # Sylvester M (None: d)
 
 
 def _check_args(
     data_shape, latent_dim, hidden, likelihood, posterior, iaf_steps, iaf_hidden,
-    context_dim, prior, prior_flow, network,
+    context_dim, prior, prior_flow, network, sylvester_steps, sylvester_kind, num_vectors,
 ) -> _Sizes:  # fmt: skip
     """``vae``'s arguments checked and resolved (defaults filled in); ValueErrors name them."""
     data_shape = tuple(int(s) for s in data_shape)
@@ -109,6 +112,11 @@ def _check_args(
             f"data_shape {data_shape}, hidden {hidden}"
         )
     steps = _check_int("iaf_steps", iaf_steps, 1) if posterior == "iaf" else 0
+    if posterior == "sylvester":
+        steps = _check_int("sylvester_steps", sylvester_steps, 1)
+        _choice("sylvester_kind", sylvester_kind, SYLVESTER_KINDS)
+        if num_vectors is not None:
+            num_vectors = positive_int(num_vectors, "vae: num_vectors", maximum=d)
     iaf_hidden = hidden if iaf_hidden is None else tuple(iaf_hidden)
     c_dim = (
         (d if steps else 0) if context_dim is None else _check_int("context_dim", context_dim, 0)
@@ -125,7 +133,7 @@ def _check_args(
                 f"vae: latent size mismatch: the encoder's latent_dim is {d} but prior_flow's "
                 f"event shape is {tuple(prior_flow.event_shape)}; they must match"
             )
-    return _Sizes(data_shape, d, hidden, steps, iaf_hidden, c_dim, prior_flow)
+    return _Sizes(data_shape, d, hidden, steps, iaf_hidden, c_dim, prior_flow, num_vectors)
 
 
 def _check_data(x, where, data_shape, likelihood) -> None:
@@ -168,8 +176,12 @@ def vae(
     prior_flow: Flow | None = None,
     network: str = "mlp",
     activation: Any = "relu",
+    sylvester_steps: int = 4,
+    sylvester_kind: str = "orthogonal",
+    num_vectors: int | None = None,
 ) -> VAE:
-    """A VAE with a diagonal-Gaussian or IAF posterior (Kingma et al. 2016) and an optional flow prior.
+    """A VAE with a diagonal-Gaussian, IAF (Kingma et al. 2016) or Sylvester (van den Berg et al.
+    2018) posterior and an optional flow prior.
 
     Args:
       data_shape: one event's shape: (D,) for the MLP, (H, W, C) for either network.
@@ -180,7 +192,11 @@ def vae(
         gives mean and log-scale per element).
       posterior: "diagonal" (z = mu + sigma eps) or "iaf" (then ``iaf_steps`` IAF steps with
         MADE widths ``iaf_hidden``, default ``hidden``, conditioned on an encoder context h of
-        ``context_dim`` features, default d; 0 for none).
+        ``context_dim`` features, default d; 0 for none) or "sylvester" (then
+        ``sylvester_steps`` Sylvester steps of kind ``sylvester_kind``, "orthogonal",
+        "householder" or "triangular", with ``num_vectors`` M <= d (default d), their params
+        linear heads of the encoder's context h of ``context_dim`` features, default d:
+        `posterior.sylvester_posterior`).
       prior: "normal" (N(0, I)) or "flow": ``prior_flow``, any ``fl.Flow`` with event shape
         (d,) (default ``fl.models.maf(d, 2, iaf_hidden)``).
       network: "mlp" or "conv" (two stride-2 3x3 convolutions each way).
@@ -195,9 +211,9 @@ def vae(
       >>> params = model.init(jax.random.key(0))
       >>> model.iwae(params, x, jax.random.key(1), k=5).shape  # x: (n, 64) in {0, 1}
     """
-    data_shape, d, hidden, steps, iaf_hidden, c_dim, prior_flow = _check_args(
+    data_shape, d, hidden, steps, iaf_hidden, c_dim, prior_flow, num_vectors = _check_args(
         data_shape, latent_dim, hidden, likelihood, posterior, iaf_steps, iaf_hidden,
-        context_dim, prior, prior_flow, network,
+        context_dim, prior, prior_flow, network, sylvester_steps, sylvester_kind, num_vectors,
     )  # fmt: skip
     act = activation_fn(activation)
     lik = LIKELIHOODS[likelihood]
@@ -205,7 +221,11 @@ def vae(
     encoder = enc_cls(hidden, posterior_context_dim(d, c_dim), act)
     decoder = dec_cls(tuple(reversed(hidden)), data_shape, lik.channels, act)
     dtype = jnp.zeros(()).dtype  # float64 under JAX_ENABLE_X64
-    post = make_flow(iaf_posterior(d, steps, iaf_hidden, c_dim), standard_normal((d,), dtype))
+    if posterior == "sylvester":
+        post_t = sylvester_posterior(d, steps, sylvester_kind, num_vectors, c_dim)
+    else:
+        post_t = iaf_posterior(d, steps, iaf_hidden, c_dim)
+    post = make_flow(post_t, standard_normal((d,), dtype))
 
     def init(key):
         k_enc, k_dec, k_post, k_prior = jax.random.split(as_key(key), 4)
