@@ -30,6 +30,7 @@ FAMILIES = {
     "sospf (degree 2, 2 terms)": lambda: M.sospf(2, 4, (64, 64), 2, 2),
     "bpf (degree 12)": lambda: M.bpf(2, 4, (64, 64), 12),
     "bnaf (2 layers, 16 per dim)": lambda: M.bnaf(2, 2, 16, 2),
+    "bnaf (1 layer, 64 per dim)": lambda: M.bnaf(2, 1, 64, 2),
 }
 
 

@@ -292,6 +292,13 @@ CASES: dict[str, Case] = {
     "bnaf_conditional": Case(
         "bnaf", lambda: T.bnaf(3, 1, context_dim=2), (3,), 2, tol32=5e-5, tol64=1e-11
     ),
+    "iaf_umnn": Case(
+        "umnn_transformer",
+        lambda: T.iaf((16, 16), T.umnn_transformer(4, 96)),
+        (3,),
+        tol32=5e-5,
+        tol64=1e-11,
+    ),
     "coupling_circular_spline": Case(
         "circular_spline_transformer",
         lambda: T.coupling(T.circular_spline_transformer(4), (16,), features=T.angle_features),

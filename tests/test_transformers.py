@@ -143,3 +143,24 @@ def test_bernstein_bad_arguments_are_named(bad):
 def test_coupling_features_must_be_a_function():
     with pytest.raises(ValueError, match="features must be a function"):
         T.coupling("affine", (8,), features="angles")
+
+
+def test_umnn_is_the_integral_of_its_positive_integrand():
+    """Zero raw is the identity; f(x) - f(0) is int_0^x g by an independent quadrature (scipy's
+    adaptive quad of exp(log f'), the transformer's own slope, held constant past the bound);
+    the slope is positive."""
+    from scipy import integrate
+
+    t = T.umnn_transformer(units=4, nodes=64)
+    x = jnp.linspace(-4.0, 4.0, 9)
+    chex.assert_trees_all_close(t.forward(x, jnp.zeros((9, 14))), (x, jnp.zeros(9)), atol=1e-5)
+    raw = _random_raw(jax.random.key(5), (14,), 1.0)
+    slope = lambda v: float(jnp.exp(t.forward(jnp.float32(v), raw)[1]))  # noqa: E731
+    y0 = float(t.forward(jnp.float32(0.0), raw)[0])
+    for v in (-9.0, -3.5, -1.0, 0.7, 4.0, 7.5):
+        want = integrate.quad(slope, 0.0, v, epsabs=1e-9, limit=200)[0]
+        np.testing.assert_allclose(float(t.forward(jnp.float32(v), raw)[0]) - y0, want, rtol=2e-5)
+    grid = jnp.linspace(-8.0, 8.0, 401)
+    assert bool(jnp.all(t.forward(grid, jnp.broadcast_to(raw, (401, 14)))[1] > jnp.log(1e-3) - 1e-6))
+    with pytest.raises(ValueError, match="umnn_transformer: nodes"):
+        T.umnn_transformer(nodes=1)

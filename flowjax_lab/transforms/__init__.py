@@ -21,7 +21,12 @@ from flowjax_lab.transforms.image import (
     unsqueeze,
 )
 from flowjax_lab.transforms.linear import linear, lu_linear, qr_linear, triangular
-from flowjax_lab.transforms.monotone import bernstein_transformer, dsf_transformer, sos_transformer
+from flowjax_lab.transforms.monotone import (
+    bernstein_transformer,
+    dsf_transformer,
+    sos_transformer,
+    umnn_transformer,
+)
 from flowjax_lab.transforms.multiscale import multiscale
 from flowjax_lab.transforms.numerical import (
     RootResult,
@@ -94,6 +99,7 @@ __all__ = [
     "tanh",
     "to_interval",
     "triangular",
+    "umnn_transformer",
     "unsqueeze",
     "wrap_angle",
 ]
