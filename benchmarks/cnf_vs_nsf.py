@@ -1,8 +1,9 @@
 """A continuous normalizing flow (fl.models.cnf) against a discrete NSF at equal wall time.
 
-MLE on 2-D data whose entropy H is known: banana (z1 ~ N(0, 2^2), z2 = (z1^2 - 4) / 4 +
+MLE on data whose entropy H is known: banana (z1 ~ N(0, 2^2), z2 = (z1^2 - 4) / 4 +
 N(0, 0.5^2), a volume-preserving twist of a Gaussian, so H = log(2 pi e * 2 * 0.5) exactly and
-log p is ``fl.targets.banana``) and two_moons (H by the grid of ``fit_quality.py``). Each model
+log p is ``fl.targets.banana``), two_moons (H by the grid of ``fit_quality.py``) and banana8
+(d = 8: four independent bananas, H = 4 x the banana's). Each model
 trains for the same number of seconds (after its step has compiled): jitted MLE steps, adam at
 1e-3 clipped at norm 1, random batches of 256 rows, as many as fit in the budget. Reported: held-out NLL - H (the KL gap, >= 0), the paired estimate
 mean(log p - log q) with its standard error, the step time, the steps taken, and the function
@@ -44,22 +45,33 @@ def banana_data(key, n):
     return jnp.stack([z1, 0.25 * (z1**2 - 4.0) + 0.5 * jax.random.normal(k2, (n,))], axis=1)
 
 
+def banana8_data(key, n):
+    """Four independent bananas side by side: d = 8, entropy 4 x the banana's."""
+    return jnp.concatenate([banana_data(k, n) for k in jax.random.split(key, 4)], axis=1)
+
+
 def problem(name: str, grid: int):
-    """(sample(key, n), log_p(batch), entropy)."""
+    """(sample(key, n), log_p(batch), entropy, dim)."""
+    banana_entropy = math.log(2 * math.pi * math.e * 2.0 * 0.5)
     if name == "banana":
         log_p = jax.vmap(fl.targets.banana().log_prob)
-        return banana_data, log_p, math.log(2 * math.pi * math.e * 2.0 * 0.5)
+        return banana_data, log_p, banana_entropy, 2
+    if name == "banana8":
+        one = jax.vmap(fl.targets.banana().log_prob)
+        log_p = lambda x: sum(one(x[:, 2 * i : 2 * i + 2]) for i in range(4))  # noqa: E731
+        return banana8_data, log_p, 4 * banana_entropy, 8
     lo, hi = ENTROPY_BOX[name]
-    return fl_data.TOY_2D[name], two_moons_log_prob, grid_entropy(two_moons_log_prob, lo, hi, grid)[0]
+    h = grid_entropy(two_moons_log_prob, lo, hi, grid)[0]
+    return fl_data.TOY_2D[name], two_moons_log_prob, h, 2
 
 
-def models(cnf_tol: float):
+def models(cnf_tol: float, dim: int):
     return {
         f"cnf 2x64 tanh, tsit5 tol {cnf_tol:g}": fl.models.cnf(
-            2, (64, 64), rtol=cnf_tol, atol=cnf_tol
+            dim, (64, 64), rtol=cnf_tol, atol=cnf_tol
         ),
         f"nsf coupling {NSF_LAYERS} x (2x64), 16 bins": fl.models.nsf(
-            2, NSF_LAYERS, (64, 64), 16, bound=4.0
+            dim, NSF_LAYERS, (64, 64), 16, bound=4.0
         ),
     }
 
@@ -91,12 +103,12 @@ def train_for(flow, params, data, budget: float):
 
 
 def rows_for(name, budget, n_train, n_test, grid, cnf_tol):
-    sample, log_p, entropy = problem(name, grid)
+    sample, log_p, entropy, dim = problem(name, grid)
     data = np.asarray(sample(jax.random.key(0), n_train))
     test = np.asarray(sample(jax.random.key(1), n_test))
     log_p_test = np.asarray(log_p(jnp.asarray(test)), np.float64)
     rows = []
-    for model, flow in models(cnf_tol).items():
+    for model, flow in models(cnf_tol, dim).items():
         params, steps, fit_s = train_for(flow, flow.init(jax.random.key(2)), data, budget)
         log_q = np.asarray(jax.jit(flow.log_prob)(params, test), np.float64)
         if model.startswith("cnf"):
@@ -115,11 +127,10 @@ def rows_for(name, budget, n_train, n_test, grid, cnf_tol):
     return rows
 
 
-def main(quick: bool, budget: float | None, cnf_tol: float) -> None:
+def main(quick: bool, budget: float | None, cnf_tol: float, names: list[str]) -> None:
     wall = time.perf_counter()
     print("device:", device_info(), "load:", load_average())
     budget = budget or (25.0 if quick else 300.0)
-    names = ["banana", "two_moons"]
     n_train, n_test, grid = (5_000, 5_000, 400) if quick else (20_000, 50_000, 1000)
     rows = []
     for name in names:
@@ -142,5 +153,10 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="25 s per model, about 3 minutes")
     parser.add_argument("--budget", type=float, default=None, help="training seconds per model")
     parser.add_argument("--cnf-tol", type=float, default=1e-4, help="the CNF's rtol = atol")
+    parser.add_argument("--problems", default="banana,two_moons,banana8",
+                        help="comma-separated: banana, two_moons, banana8 (d = 8)")  # fmt: skip
     args = parser.parse_args()
-    main(args.quick, args.budget, args.cnf_tol)
+    names = args.problems.split(",")
+    if not set(names) <= {"banana", "two_moons", "banana8"}:
+        parser.error(f"unknown --problems in {names}; choose from banana, two_moons, banana8")
+    main(args.quick, args.budget, args.cnf_tol, names)

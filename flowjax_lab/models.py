@@ -405,8 +405,8 @@ def cnf(
     time-conditioned MLP field ``hidden`` wide, solved by diffrax (`transforms.cnf` for the math
     and every option). Density and sampling are one adaptive solve each, every field evaluation
     costing one MLP pass and d jvps. A Flow's functions take no key, so the model uses the exact
-    trace; for Hutchinson's estimator or RNODE's regularisers train ``T.cnf(...)`` with
-    ``T.rnode_loss`` in your own loop. ``base``: as `maf`'s. Needs ``flowjax_lab[cnf]``.
+    trace; RNODE's regulariser is ``fl.fit``'s objective ``{"mle": 1.0, "rnode": w}``; for
+    Hutchinson's estimator train ``T.cnf(...)`` with ``T.rnode_loss`` in your own loop. ``base``: as `maf`'s. Needs ``flowjax_lab[cnf]``.
 
     Example:
         >>> flow = cnf(dim=2, hidden=(32, 32))

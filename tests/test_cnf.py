@@ -170,6 +170,36 @@ def test_fit_trains_a_tiny_cnf_by_mle():
 
 
 @pytest.mark.slow
+def test_fit_with_the_rnode_term_shortens_the_paths():
+    """objective {"mle": 1, "rnode": 0.1} against "mle" alone, same keys and steps: the
+    regularised CNF's kinetic energy and solver steps on the data drop (measured 2.87 -> 1.80
+    and 4.18 -> 3.68 steps at 150 steps; here 100), the history logs the term, and the NLL
+    stays close (measured 2.98 -> 3.06). ~2 minutes of CPU."""
+    data = _banana(jax.random.key(0), 2048)
+    flow = fl.models.cnf(2, (16, 16), rtol=1e-3, atol=1e-3)
+    out = {}
+    for name, objective in (("mle", "mle"), ("rnode", {"mle": 1.0, "rnode": 0.1})):
+        result = fl.fit(jax.random.key(1), flow, flow.init(jax.random.key(2)),
+                        objective=objective, data=data, steps=100, batch_size=128,
+                        optimizer=fl.default_optimizer(100, 1e-2), progress=False)  # fmt: skip
+        sols = jax.vmap(lambda x, p=result.params: T.cnf_solve(flow.transform, p, x))(data[:256])
+        nll = -float(jnp.mean(flow.log_prob(result.params, data[:512])))
+        out[name] = (float(jnp.mean(sols.kinetic)), float(jnp.mean(sols.num_steps)), nll)
+        assert ("loss_rnode" in result.history) == (name == "rnode")
+    assert out["rnode"][0] < 0.85 * out["mle"][0], out
+    assert out["rnode"][1] <= out["mle"][1], out
+    assert out["rnode"][2] < out["mle"][2] + 0.3, out
+
+
+def test_rnode_objective_needs_a_continuous_flow():
+    flow = fl.models.maf(2, 1, (8,))
+    with pytest.raises(ValueError, match="objective 'rnode'.*fl.models.cnf"):
+        fl.fit(jax.random.key(0), flow, flow.init(jax.random.key(1)),
+               objective={"mle": 1.0, "rnode": 0.1}, data=np.zeros((64, 2), np.float32),
+               steps=2, progress=False)  # fmt: skip
+
+
+@pytest.mark.slow
 def test_cnf_in_float64_in_own_process():
     """Runs ``x64_cnf.py`` with JAX_ENABLE_X64=1 (~90 s: adaptive solves compile slowly)."""
     here = os.path.dirname(__file__)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flowjax_lab.flow import Flow
 from flowjax_lab.objectives import forward_kl, reverse_kl, uniform_dequantize_pixels
 from flowjax_lab.training.objective import Objective
+from flowjax_lab.transforms.continuous import cnf_solve
 from flowjax_lab.vae.model import VAE
 
 VALIDATION_SAMPLES = 8192  # importance samples per VAE validation batch (rows x k): memory bound
@@ -77,8 +78,31 @@ def batch_maps(*, binarize=None, dequantize=None, preprocess=None, extra: Sequen
 # --------------------------------------------------------------------------- loss terms
 
 
+def rnode_penalty(flow: Flow) -> Callable:
+    """``loss(params, batch, key)``: RNODE's regulariser (Finlay et al. 2020) on the batch rows,
+    mean_i [int ||v||^2 dt + int ||dv/dz||_F^2 dt] along the path of x_i (one more adaptive
+    solve per row per step, beside the "mle" term's). For a flow made by ``fl.models.cnf``."""
+    t = flow.transform
+    if getattr(t.apply, "_cnf_solve", None) is None:
+        raise ValueError(
+            "objective 'rnode' (RNODE's kinetic + Jacobian-Frobenius penalty) needs a continuous "
+            "flow made by fl.models.cnf with a fixed base; this flow's transform is not a "
+            "fl.transforms.cnf"
+        )
+
+    def loss(p, batch, key):
+        del key
+        ctx = batch.context
+        one = lambda x, c: cnf_solve(t, p, x, context=c)  # noqa: E731
+        s = jax.vmap(one, (0, None if ctx is None else 0))(batch.x, ctx)
+        return jnp.mean(s.kinetic + s.frobenius)
+
+    return loss
+
+
 def flow_terms(flow: Flow, target_log_prob, n: int, context=None, sharding=None) -> dict:
-    """{"mle", "reverse_kl", "reverse_kl_stl"} terms of a flow.
+    """{"mle", "reverse_kl", "reverse_kl_stl", "rnode"} terms of a flow ("rnode" built only
+    when asked for: it needs a continuous flow).
 
     Reverse KL draws ``n`` base samples per step with one ``context`` vector; ``sharding``
     (the mesh's batch sharding, or None) splits those samples over the data devices, so each
@@ -94,6 +118,13 @@ def flow_terms(flow: Flow, target_log_prob, n: int, context=None, sharding=None)
         "reverse_kl": reverse(False),
         "reverse_kl_stl": reverse(True),
     }
+
+
+def _flow_terms_used(flow, objective, target_log_prob, n, context, sharding) -> dict:
+    terms = flow_terms(flow, target_log_prob, n, context, sharding)
+    if "rnode" in objective.used:
+        terms["rnode"] = rnode_penalty(flow)
+    return terms
 
 
 def vae_terms(model: VAE, samples: dict) -> dict:
@@ -115,7 +146,7 @@ def term_losses(model, objective: Objective, target_log_prob, n: int, context, s
     if isinstance(model, VAE):
         terms = vae_terms(model, objective.samples)
     else:
-        terms = flow_terms(model, target_log_prob, n, context, sharding)
+        terms = _flow_terms_used(model, objective, target_log_prob, n, context, sharding)
     return {t: terms[t] for t in objective.used}
 
 

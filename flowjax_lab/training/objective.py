@@ -5,6 +5,8 @@ objective is raised here, naming the offending value and the allowed ones.
 
 Accepted specs (one stage, or a schedule of stages):
   - a term name: "mle", "reverse_kl", "reverse_kl_stl" (stick the landing), "elbo";
+    "rnode" (Finlay et al. 2020: mean over the batch of int ||v||^2 dt + int ||dv/dz||_F^2 dt
+    along each row's path, for ``fl.models.cnf``; weight it beside "mle");
   - a dict of weights {"mle": 1.0, "reverse_kl": 0.5}; for the VAE bounds {"iwae": k} and
     {"iwae_dreg": k} the value is the number of importance samples k (the weight is 1);
   - a schedule [(start_step, spec), ...] (or, as YAML gives it, [{start: s, objective: spec}]),
@@ -19,8 +21,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-FLOW_TERMS = ("mle", "reverse_kl", "reverse_kl_stl")
-"""Flow terms: forward KL on data, reverse KL on base samples (``_stl``: stick the landing)."""
+FLOW_TERMS = ("mle", "reverse_kl", "reverse_kl_stl", "rnode")
+"""Flow terms: forward KL on data, reverse KL on base samples (``_stl``: stick the landing), and
+RNODE's penalty on the data's paths (a continuous flow, ``fl.models.cnf``, only)."""
 
 VAE_TERMS = ("elbo", "iwae", "iwae_dreg")
 """Latent-variable terms of a ``fl.vae.VAE`` on data: minus the ELBO, minus IWAE-k (plain or
@@ -32,7 +35,7 @@ TERMS = (*FLOW_TERMS, *VAE_TERMS)
 SAMPLE_TERMS = ("iwae", "iwae_dreg")
 """Terms whose dict value is the number of importance samples k, not a weight."""
 
-DATA_TERMS = ("mle", *VAE_TERMS)
+DATA_TERMS = ("mle", "rnode", *VAE_TERMS)
 TARGET_TERMS = ("reverse_kl", "reverse_kl_stl")
 
 

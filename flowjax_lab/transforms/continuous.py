@@ -317,8 +317,9 @@ def rnode_loss(
     + kinetic * int ||v||^2 dt + frobenius * int ||dv/dz||_F^2 dt ],
 
     ``base_log_prob`` the base's log density of ONE noise event (e.g. ``flow.base.log_prob``).
-    ``key`` (one per batch, split per row) is needed with trace="hutchinson". ``fl.fit`` has no
-    custom-loss hook: use it in your own optax loop.
+    ``key`` (one per batch, split per row) is needed with trace="hutchinson". With ``fl.fit``,
+    the objective ``{"mle": 1.0, "rnode": w}`` trains the same penalty (both integrals at weight
+    w, exact trace); use this loss for separate weights or Hutchinson's estimator.
     """
     for name, w in (("kinetic", kinetic), ("frobenius", frobenius)):
         if not float(w) >= 0:
