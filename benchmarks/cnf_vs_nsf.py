@@ -11,7 +11,7 @@ evaluations per density evaluation: for the CNF the adaptive solver's mean steps
 (from ``T.cnf_solve``) times Tsit5's 6 field evaluations per step, each an MLP pass plus d jvps;
 for the NSF its number of coupling layers (one conditioner pass each).
 
-zuko's CNF is not compared (zuko is not installed here).
+zuko's CNF is compared in ``cnf_vs_zuko.py`` (torch and zuko are not project dependencies).
 
 Run: python benchmarks/cnf_vs_nsf.py [--quick] [--budget SECONDS]
 """

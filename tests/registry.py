@@ -33,6 +33,7 @@ class Case(NamedTuple):
     tol64: float | None = None
     scales32: tuple[float, ...] = (0.0, 0.05, 0.3)
     scales64: tuple[float, ...] = fl.testing.PARAM_SCALES
+    slow: bool = False  # its float32 check runs with -m slow (CI runs both)
 
 
 # Float32 stops at s = 0.3: at s = 1.0 (16-wide conditioners, weights ~ N(0, 1)) the autoregressive
@@ -206,7 +207,8 @@ CASES: dict[str, Case] = {
     # round trip match the augmented ODE's; "direct" adjoint, as jacfwd needs forward mode. One
     # case: each compiles ~10 adaptive solves and their gradients (~35 s); context, Hutchinson and
     # the other adjoints are tested in test_cnf.py
-    "cnf": Case("cnf", lambda: _cnf(), (2,), tol32=2e-5, tol64=1e-8),
+    # ~40 s each in float32 (adaptive solves and their gradients compile slowly): slow-marked
+    "cnf": Case("cnf", lambda: _cnf(), (2,), tol32=2e-5, tol64=1e-8, slow=True),
     # planar and radial flows; sigmoid / logit
     "planar": Case("planar", T.planar, (2,)),
     "planar_d1": Case("planar", T.planar, (1,)),
@@ -353,6 +355,7 @@ class ModelCase(NamedTuple):
     tol64: float | None = None
     scales32: tuple[float, ...] = (0.0, 0.05, 0.3)
     scales64: tuple[float, ...] = fl.testing.PARAM_SCALES
+    slow: bool = False
 
 
 # Whole models, small (16-wide conditioners, 2 steps) with each of their options: kernels are
@@ -365,7 +368,7 @@ def _cnf_model() -> fl.Flow:
 
 
 MODEL_CASES: dict[str, ModelCase] = {
-    "cnf_2d": ModelCase("cnf", lambda: _cnf_model(), tol32=2e-5, tol64=1e-8),
+    "cnf_2d": ModelCase("cnf", lambda: _cnf_model(), tol32=2e-5, tol64=1e-8, slow=True),
     "maf_default": ModelCase("maf", lambda: M.maf(4, 2, (16, 16)), tol32=2e-5, tol64=1e-11),
     "maf_spline_random_lu_actnorm": ModelCase(
         "maf",

@@ -15,7 +15,12 @@ from registry import CASES, FAST_COMPILE, MODEL_CASES
 HERE = os.path.dirname(__file__)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+def _params(cases: dict) -> list:
+    """The case names, the ``slow`` ones marked (they run with ``-m slow``)."""
+    return [pytest.param(n, marks=pytest.mark.slow) if cases[n].slow else n for n in sorted(cases)]
+
+
+@pytest.mark.parametrize("name", _params(CASES))
 def test_conformance_float32(name):
     case = CASES[name]
     x = jnp.zeros(case.event_shape, jnp.float32)
@@ -33,7 +38,7 @@ def test_conformance_float32(name):
     )
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_CASES))
+@pytest.mark.parametrize("name", _params(MODEL_CASES))
 def test_model_conformance_float32(name):
     case = MODEL_CASES[name]
     fl.testing.check_flow(
@@ -78,6 +83,7 @@ def _x64_conformance(test: str, shard: int, shards: int, cases: dict) -> None:
     assert f"{len(names)} passed" in out.stdout, out.stdout[-2000:]
 
 
+@pytest.mark.slow  # each shard a subprocess of several minutes: with -m slow, as the models (CI runs both)
 @pytest.mark.parametrize("shard", range(LAYER_SHARDS))
 def test_conformance_float64_in_own_process(shard):
     _x64_conformance("test_conformance_float64", shard, LAYER_SHARDS, CASES)
