@@ -182,6 +182,13 @@ def iaf(
     )  # fmt: skip
 
 
+def _maf_of(transformer, dim, num_layers, hidden, context_dim, permutation, mixing, actnorm,
+            base) -> Flow:
+    """`maf` with a monotone ``transformer`` (naf, sospf, bpf): no elementwise affine."""
+    return maf(dim, num_layers, hidden, transformer=transformer, context_dim=context_dim,
+               permutation=permutation, mixing=mixing, actnorm=actnorm, base=base)  # fmt: skip
+
+
 def naf(
     dim: int,
     num_layers: int = 5,
@@ -200,9 +207,8 @@ def naf(
     Density: one MADE pass per layer; sampling: d sequential numerical solves per layer
     (bisection + Newton, implicit gradients), so use it for density estimation.
     """
-    return maf(dim, num_layers, hidden, transformer=T.dsf_transformer(units),
-               context_dim=context_dim, permutation=permutation, mixing=mixing, actnorm=actnorm,
-               base=base)  # fmt: skip
+    return _maf_of(T.dsf_transformer(units), dim, num_layers, hidden,
+                   context_dim, permutation, mixing, actnorm, base)  # fmt: skip
 
 
 def sospf(
@@ -222,9 +228,8 @@ def sospf(
     transformer (``T.sos_transformer(degree, terms)``: increasing polynomials of degree
     2 ``degree`` + 1). Density one pass per layer; sampling d numerical solves per layer.
     """
-    return maf(dim, num_layers, hidden, transformer=T.sos_transformer(degree, terms),
-               context_dim=context_dim, permutation=permutation, mixing=mixing, actnorm=actnorm,
-               base=base)  # fmt: skip
+    return _maf_of(T.sos_transformer(degree, terms), dim, num_layers, hidden,
+                   context_dim, permutation, mixing, actnorm, base)  # fmt: skip
 
 
 def bpf(
@@ -243,9 +248,8 @@ def bpf(
     """Bernstein-polynomial flow: MADE conditioners and ``T.bernstein_transformer(degree,
     bound)`` (increasing polynomials on [-bound, bound], linear tails). Density one pass per
     layer; sampling d numerical solves per layer."""
-    return maf(dim, num_layers, hidden, transformer=T.bernstein_transformer(degree, bound),
-               context_dim=context_dim, permutation=permutation, mixing=mixing, actnorm=actnorm,
-               base=base)  # fmt: skip
+    return _maf_of(T.bernstein_transformer(degree, bound), dim, num_layers, hidden,
+                   context_dim, permutation, mixing, actnorm, base)  # fmt: skip
 
 
 def bnaf(
