@@ -4,9 +4,6 @@ The generic checks (round trip, log-det vs Jacobian, jit/vmap/grad, float64) run
 registry cases; these tests pin what is specific to conditioner-based layers.
 """
 
-import os
-import subprocess
-import sys
 
 import chex
 import jax
@@ -17,6 +14,7 @@ import pytest
 
 import flowjax_lab as fl
 from flowjax_lab.targets import banana
+from x64_launcher import run_pytest_in_float64
 
 T = fl.transforms
 # Tests compile many tiny programs: skip LLVM's expensive passes (halves compile time).
@@ -300,10 +298,4 @@ def test_reverse_kl_stl_with_the_spline_iaf_recipe_descends_to_the_target():
 
 def test_spline_iaf_reproduction_in_float64_in_own_process():
     """Runs ``x64_spline_iaf.py`` (issue 17's table, float64) with JAX_ENABLE_X64=1."""
-    here = os.path.dirname(__file__)
-    path = os.pathsep.join([here, os.path.dirname(here), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "JAX_ENABLE_X64": "1", "PYTHONPATH": path}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "x64_spline_iaf.py"]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=here)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    assert "28 passed" in out.stdout, out.stdout[-2000:]
+    run_pytest_in_float64("x64_spline_iaf.py", passed=28)

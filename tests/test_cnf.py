@@ -2,8 +2,6 @@
 training; the float64 checks (log-det vs jacfwd, Hutchinson's mean, backsolve gradients) run in
 their own process (x64_cnf.py)."""
 
-import os
-import subprocess
 import sys
 
 import flax.linen as nn
@@ -14,6 +12,7 @@ import optax
 import pytest
 
 import flowjax_lab as fl
+from x64_launcher import run_pytest_in_float64
 
 T = fl.transforms
 
@@ -202,10 +201,4 @@ def test_rnode_objective_needs_a_continuous_flow():
 @pytest.mark.slow
 def test_cnf_in_float64_in_own_process():
     """Runs ``x64_cnf.py`` with JAX_ENABLE_X64=1 (~90 s: adaptive solves compile slowly)."""
-    here = os.path.dirname(__file__)
-    path = os.pathsep.join([here, os.path.dirname(here), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "JAX_ENABLE_X64": "1", "PYTHONPATH": path}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "x64_cnf.py"]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=here)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    assert "5 passed" in out.stdout, out.stdout[-2000:]
+    run_pytest_in_float64("x64_cnf.py", passed=5)

@@ -1,18 +1,13 @@
 """One generic check over every registered transform and model, in float32 here and float64 in
 subprocesses (x64 mode is process-wide)."""
 
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import pytest
 
 import flowjax_lab as fl
 from registry import CASES, FAST_COMPILE, MODEL_CASES
-
-HERE = os.path.dirname(__file__)
+from x64_launcher import run_pytest_in_float64
 
 
 def _params(cases: dict) -> list:
@@ -59,28 +54,9 @@ LAYER_SHARDS, MODEL_SHARDS = 2, 2
 def _x64_conformance(test: str, shard: int, shards: int, cases: dict) -> None:
     """Run x64_conformance.py's ``test`` on every ``shards``-th case from ``shard`` in a fresh
     process with JAX_ENABLE_X64=1, and check that each of those cases ran and passed."""
-    path = os.pathsep.join([HERE, os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")])
-    env = {
-        **os.environ,
-        "JAX_ENABLE_X64": "1",
-        "PYTHONPATH": path,
-        "CONFORMANCE_SHARD": f"{shard}/{shards}",
-    }
-    script = os.path.join(HERE, "x64_conformance.py")
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-x",
-        f"{script}::{test}",
-    ]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     names = sorted(cases)[shard::shards]
-    assert f"{len(names)} passed" in out.stdout, out.stdout[-2000:]
+    run_pytest_in_float64(f"x64_conformance.py::{test}", passed=len(names),
+                          env={"CONFORMANCE_SHARD": f"{shard}/{shards}"})  # fmt: skip
 
 
 @pytest.mark.slow  # each shard a subprocess of several minutes: with -m slow, as the models (CI runs both)

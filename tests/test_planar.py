@@ -5,8 +5,6 @@ in their own process (``test_float64_in_own_process``), with tolerances set by t
 """
 
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +16,7 @@ from jax.test_util import check_grads
 
 import flowjax_lab as fl
 from flowjax_lab.transforms.planar import _planar_parts, _radial_parts
+from x64_launcher import run_pytest_in_float64
 
 T = fl.transforms
 X64 = jax.config.jax_enable_x64
@@ -238,11 +237,4 @@ def test_reverse_kl_planar_stack_fits_correlated_gaussian():
 @pytest.mark.slow
 @pytest.mark.skipif(X64, reason="this is the float64 launcher")
 def test_float64_in_own_process():
-    here = os.path.dirname(__file__)
-    path = os.pathsep.join([here, os.path.dirname(here), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "JAX_ENABLE_X64": "1", "PYTHONPATH": path}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"]
-    cmd += [os.path.abspath(__file__), "-k", "any_precision"]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=here)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    assert " passed" in out.stdout and "failed" not in out.stdout, out.stdout[-2000:]
+    run_pytest_in_float64(os.path.abspath(__file__), "-k", "any_precision")
