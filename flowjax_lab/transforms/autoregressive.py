@@ -68,6 +68,15 @@ def check_params(params, expected, where: str) -> None:
         raise ValueError(f"{where}: params have shapes {got}, expected {want}")
 
 
+def check_inputs(params, x, context, context_dim: int, expected_params, where: str):
+    """(d, context) after checking the event x, then the context, then that ``params`` match
+    ``expected_params(d, dtype)`` (a tree of ShapeDtypeStructs); errors name ``where``."""
+    d = check_vector_event(x, where)
+    ctx = check_context(context, context_dim, x.dtype, where)
+    check_params(params, expected_params(d, x.dtype), where)
+    return d, ctx
+
+
 # --------------------------------------------------------------------------- MAF / IAF
 
 
@@ -140,11 +149,7 @@ def maf(
         return jax.eval_shape(init, jax.random.key(0), jax.ShapeDtypeStruct((d,), dtype))
 
     def checked(params, x, context, where):
-        """(d, context) after checking x, context and params; errors name ``where``."""
-        d = check_vector_event(x, where)
-        ctx = check_context(context, context_dim, x.dtype, where)
-        check_params(params, expected_params(d, x.dtype), where)
-        return d, ctx
+        return check_inputs(params, x, context, context_dim, expected_params, where)
 
     def apply(params, x, *, context=None):
         d, ctx = checked(params, x, context, "maf.apply")

@@ -27,7 +27,7 @@ import numpy as np
 
 from flowjax_lab.checks import positive_int
 from flowjax_lab.core import Transform, as_key, check_vector_event
-from flowjax_lab.transforms.autoregressive import check_context, check_params
+from flowjax_lab.transforms.autoregressive import check_inputs
 from flowjax_lab.transforms.numerical import _options, _solve_monotone
 
 Array = jax.Array
@@ -140,10 +140,7 @@ def bnaf(
         return h, log_diag.reshape(d)
 
     def checked(params, x, context, where):
-        d = check_vector_event(x, where)
-        ctx = check_context(context, context_dim, x.dtype, where)
-        check_params(params, expected(d, x.dtype), where)
-        return d, ctx
+        return check_inputs(params, x, context, context_dim, expected, where)
 
     def apply(params, x, *, context=None):
         _, ctx = checked(params, x, context, "bnaf.apply")
