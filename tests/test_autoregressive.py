@@ -262,6 +262,7 @@ def test_maf_fits_correlated_gaussian_by_forward_kl():
 # --------------------------------------------------------------------------- issue 17
 
 
+@pytest.mark.slow  # ~26 s of training
 def test_reverse_kl_stl_with_the_spline_iaf_recipe_descends_to_the_target():
     """The README's reverse-KL recipe (IAF, spline transformer, elementwise affine, stick the
     landing) on the banana (log Z = 0 exactly): the loss falls and KL(q || p) ends below 0.1
@@ -296,6 +297,7 @@ def test_reverse_kl_stl_with_the_spline_iaf_recipe_descends_to_the_target():
     assert float(disagreement) < 1e-3, float(disagreement)
 
 
+@pytest.mark.slow  # ~30 s: a subprocess that compiles 28 float64 fits
 def test_spline_iaf_reproduction_in_float64_in_own_process():
     """Runs ``x64_spline_iaf.py`` (issue 17's table, float64) with JAX_ENABLE_X64=1."""
     run_pytest_in_float64("x64_spline_iaf.py", passed=28)

@@ -139,6 +139,7 @@ def test_data_init_standardises_the_first_batch_at_every_level(digits):
     assert float(jnp.std(train)) < 0.5  # the data itself is not standardised
 
 
+@pytest.mark.slow  # ~25 s of training
 def test_glow_trains_on_digits_below_stated_bits_per_dim(digits):
     flow, params, train, test, levels = digits
     bpd = jax.jit(lambda p: jnp.mean(dq.image_bits_per_dim(flow, p, test, num_levels=levels)))

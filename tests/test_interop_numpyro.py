@@ -140,6 +140,7 @@ def _exact(y, counts):
     return mean, cov, (a, b), float(log_z)
 
 
+@pytest.mark.slow  # ~18 s of SVI
 def test_flow_guide_fits_a_conjugate_posterior():
     y, counts = _data()
     mean, cov, (a, b), log_z = _exact(y, counts)

@@ -158,7 +158,9 @@ def test_conditional_maf_reaches_conditional_entropy():
     "name, build, bound",
     [
         ("maf", lambda: fl.models.maf(2, 5, (64, 64)), 2.50),
-        ("nsf", lambda: fl.models.nsf(2, 4, (64, 64), 8), 2.45),
+        pytest.param(  # ~21 s of training
+            "nsf", lambda: fl.models.nsf(2, 4, (64, 64), 8), 2.45, marks=pytest.mark.slow
+        ),
     ],
 )
 def test_two_moons_held_out_nll(name, build, bound):
