@@ -155,6 +155,13 @@ def _carry_base_params(transform: Transform, base: TrainableBase) -> Transform:
     def inverse(params, z, *, context=None):
         return transform.inverse(check(params, "inverse"), z, context=context)
 
+    solve = getattr(transform.apply, "_cnf_solve", None)
+    if solve is not None:  # a CNF's solves with their counts and integrals (cnf_solve, fl.fit)
+        counted = transform.apply._cnf_counted
+        apply._cnf_solve = lambda params, x, **kw: solve(check(params, "cnf_solve"), x, **kw)
+        apply._cnf_counted = lambda params, x, context=None, key=None: counted(
+            check(params, "apply"), x, context, key
+        )
     init._carries_base_params = True  # make_flow refuses to wrap it a second time
     return Transform(init, apply, inverse)
 

@@ -42,7 +42,13 @@ from flowjax_lab.training.loop import (
     save_checkpoint,
 )
 from flowjax_lab.training.objective import parse_objective
-from flowjax_lab.training.step import StepSetup, TrainState, make_chunk, make_step
+from flowjax_lab.training.step import (
+    StepSetup,
+    TrainState,
+    counts_evaluations,
+    make_chunk,
+    make_step,
+)
 
 
 class FitResult(NamedTuple):
@@ -53,7 +59,9 @@ class FitResult(NamedTuple):
       opt_state: optimizer state after the last step (it belongs to ``last_params``).
       history: numpy arrays, one entry per step: step, loss, loss_<term> (NaN while the term's
         weight is 0), weight_<term>, grad_norm, time (seconds into the call when the step's chunk
-        ended); and val_step, val_loss at validation steps.
+        ended); and val_step, val_loss at validation steps. For a continuous flow
+        (``fl.models.cnf``) trained with "mle", also nfe: the vector-field evaluations per row
+        of that step's density solves (`transforms.CNFSolution.num_evaluations`).
       step: steps done. best_step / best_val_loss: where validation was best (None without it).
       stopped_early: whether ``patience`` ran out. traces: times the chunk step was compiled.
       last_params: params after the last step.
@@ -214,7 +222,8 @@ def fit(
     setup = StepSetup(terms, optimizer, spec, consts, losses.chain_batch_maps(*maps), shard)
     out = None if fd.mesh is None else replicated(fd.mesh)
     chunk = make_chunk(make_step(setup), length, len(spec.used), out)
-    log, ckpt = RunLog(spec.used, params), open_checkpoints(checkpoint_dir, keep, resume)
+    log = RunLog(spec.used, params, nfe=counts_evaluations(terms))
+    ckpt = open_checkpoints(checkpoint_dir, keep, resume)
     state = TrainState(trainable, optimizer.init(trainable), jnp.zeros((), jnp.int32))
     if resume and ckpt.latest_step() is not None:
         key, state = restore(ckpt, log, key, params, state.opt_state)

@@ -93,8 +93,8 @@ def launcher(chunk, feed, val_fn, step_key, *, length, steps, val_every, checkpo
 class RunLog:
     """The host-side record of a run: the history, and the best validation so far."""
 
-    def __init__(self, used, params):
-        self.used = used
+    def __init__(self, used, params, nfe: bool = False):
+        self.used, self.nfe = used, nfe
         names = (
             "step",
             "loss",
@@ -102,6 +102,7 @@ class RunLog:
             "time",
             *(f"loss_{t}" for t in used),
             *(f"weight_{t}" for t in used),
+            *(("nfe",) if nfe else ()),
             "val_step",
             "val_loss",
         )
@@ -122,6 +123,8 @@ class RunLog:
         for j, t in enumerate(self.used):
             h[f"loss_{t}"].append(info.terms[:ok, j])
             h[f"weight_{t}"].append(info.weights[:ok, TERMS.index(t)])
+        if self.nfe:
+            h["nfe"].append(info.nfe[:ok])
         return ok
 
     def add_val(self, step, value, params, patience) -> None:

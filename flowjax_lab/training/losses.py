@@ -1,7 +1,8 @@
 """The loss terms ``fit`` weights, the batch maps applied to each step's rows, validation losses.
 
 A term is ``loss(params, batch, key) -> scalar`` with ``batch`` a `Batch` (rows and context,
-None without data) and ``key`` the step's key. A batch map is ``(key, x) -> x``: dynamic
+None without data) and ``key`` the step's key; a term marked ``counts_evaluations`` returns
+``(scalar, field evaluations per row)`` instead (a continuous flow's "mle", `counted_mle`). A batch map is ``(key, x) -> x``: dynamic
 binarisation, per-step dequantisation, a fixed preprocess, or the user's own; `chain_batch_maps`
 composes them into one, map i drawing from fold_in(key, i).
 """
@@ -14,7 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from flowjax_lab.flow import Flow
+from flowjax_lab.flow import Flow, base_distribution
 from flowjax_lab.objectives import forward_kl, reverse_kl, uniform_dequantize_pixels
 from flowjax_lab.training.objective import Objective
 from flowjax_lab.transforms.continuous import cnf_solve
@@ -86,7 +87,7 @@ def rnode_penalty(flow: Flow) -> Callable:
     if getattr(t.apply, "_cnf_solve", None) is None:
         raise ValueError(
             "objective 'rnode' (RNODE's kinetic + Jacobian-Frobenius penalty) needs a continuous "
-            "flow made by fl.models.cnf with a fixed base; this flow's transform is not a "
+            "flow made by fl.models.cnf; this flow's transform is not a "
             "fl.transforms.cnf"
         )
 
@@ -100,9 +101,31 @@ def rnode_penalty(flow: Flow) -> Callable:
     return loss
 
 
+def counted_mle(flow: Flow) -> Callable | None:
+    """For a flow made by ``fl.models.cnf``: ``loss(params, batch, key) -> (NLL, NFE)``, the mean
+    negative log-likelihood of the rows (the same solve as ``flow.log_prob``) and the mean number
+    of vector-field evaluations of their solves (`transforms.CNFSolution`); None for other flows.
+    Row i's solve gets key split(key, b)[i]: a flow of ``T.cnf(trace="hutchinson")`` draws its
+    probes from the step's key (the exact trace ignores it).
+    """
+    counted = getattr(flow.transform.apply, "_cnf_counted", None)
+    if counted is None:
+        return None
+
+    def loss(p, batch, key):
+        ctx, keys = batch.context, jax.random.split(key, batch.x.shape[0])
+        one = lambda x, c, k: counted(p, x, c, k)  # noqa: E731
+        z, logdet, nfe = jax.vmap(one, (0, None if ctx is None else 0, 0))(batch.x, ctx, keys)
+        log_p = base_distribution(flow, p).log_prob(z) + logdet
+        return -jnp.mean(log_p), jnp.mean(nfe)
+
+    loss.counts_evaluations = True
+    return loss
+
+
 def flow_terms(flow: Flow, target_log_prob, n: int, context=None, sharding=None) -> dict:
     """{"mle", "reverse_kl", "reverse_kl_stl", "rnode"} terms of a flow ("rnode" built only
-    when asked for: it needs a continuous flow).
+    when asked for: it needs a continuous flow, whose "mle" also counts its field evaluations).
 
     Reverse KL draws ``n`` base samples per step with one ``context`` vector; ``sharding``
     (the mesh's batch sharding, or None) splits those samples over the data devices, so each
@@ -113,8 +136,9 @@ def flow_terms(flow: Flow, target_log_prob, n: int, context=None, sharding=None)
         loss = reverse_kl(flow, target_log_prob, stl, sharding=sharding)
         return lambda p, batch, key: loss(p, key, n, context)
 
+    mle = counted_mle(flow) or (lambda p, batch, key: forward_kl(flow)(p, batch.x, batch.context))
     return {
-        "mle": lambda p, batch, key: forward_kl(flow)(p, batch.x, batch.context),
+        "mle": mle,
         "reverse_kl": reverse(False),
         "reverse_kl_stl": reverse(True),
     }

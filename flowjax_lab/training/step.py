@@ -40,12 +40,31 @@ class TrainState(NamedTuple):
 
 class StepInfo(NamedTuple):
     """What a step reports: total loss, each used term (NaN while its weight is 0), the global
-    gradient norm, and the weight row (len(TERMS),) it used."""
+    gradient norm, the weight row (len(TERMS),) it used, and ``nfe``: the vector-field
+    evaluations per data row of the terms that count them (a CNF's "mle"), NaN for none."""
 
     loss: jax.Array
     terms: jax.Array
     grad_norm: jax.Array
     weights: jax.Array
+    nfe: jax.Array
+
+
+def counts_evaluations(losses: dict) -> bool:
+    """Whether any of ``losses`` (a StepSetup's) reports field evaluations."""
+    return any(getattr(loss, "counts_evaluations", False) for loss in losses.values())
+
+
+def _value_and_count(loss):
+    """``loss`` as ``(value, evaluations)``, evaluations NaN for a term that counts none."""
+    if getattr(loss, "counts_evaluations", False):
+
+        def counted(*args):
+            value, nfe = loss(*args)
+            return value, jnp.asarray(nfe, jnp.float32)
+
+        return counted
+    return lambda *args: (loss(*args), jnp.full((), jnp.nan, jnp.float32))
 
 
 class StepSetup(NamedTuple):
@@ -68,18 +87,22 @@ class StepSetup(NamedTuple):
 def _total_loss(trainable, batch: Batch, key, w, setup: StepSetup):
     params = combine(trainable, setup.fixed)
     always = setup.objective.always
-    off = lambda *args: jnp.zeros((), param_dtype(trainable))  # noqa: E731
-    total, parts = 0.0, []
+    nan = jnp.full((), jnp.nan, jnp.float32)
+    off = lambda *args: (jnp.zeros((), param_dtype(trainable)), nan)  # noqa: E731
+    total, parts, counts = 0.0, [], []
     for term, loss in setup.losses.items():
-        wi = w[TERMS.index(term)]
+        wi, counted = w[TERMS.index(term)], _value_and_count(loss)
         if term in always:
-            value = loss(params, batch, key)
+            value, nfe = counted(params, batch, key)
             parts.append(value)
         else:  # skip the work while its weight is zero (both branches compiled once)
-            value = jax.lax.cond(wi > 0, loss, off, params, batch, key)
+            value, nfe = jax.lax.cond(wi > 0, counted, off, params, batch, key)
             parts.append(jnp.where(wi > 0, value, jnp.nan))
+        counts.append(jax.lax.stop_gradient(nfe))
         total = total + wi * value
-    return total, jnp.stack(parts)
+    counts = jnp.stack(counts)
+    nfe = jnp.where(jnp.all(jnp.isnan(counts)), jnp.nan, jnp.nansum(counts))
+    return total, (jnp.stack(parts), nfe)
 
 
 def train_step(state: TrainState, batch: Batch, key, setup: StepSetup):
@@ -90,12 +113,12 @@ def train_step(state: TrainState, batch: Batch, key, setup: StepSetup):
         batch = jax.lax.with_sharding_constraint(batch, setup.batch_sharding)
     if setup.batch_map is not None and batch.x is not None:
         batch = batch._replace(x=setup.batch_map(jax.random.fold_in(key, BATCH_MAP_KEY), batch.x))
-    (loss, parts), grads = jax.value_and_grad(_total_loss, has_aux=True)(
+    (loss, (parts, nfe)), grads = jax.value_and_grad(_total_loss, has_aux=True)(
         state.params, batch, key, w, setup
     )
     updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    info = StepInfo(loss, parts, optax.tree.norm(grads), w)
+    info = StepInfo(loss, parts, optax.tree.norm(grads), w, nfe)
     return TrainState(params, opt_state, state.step + 1), info
 
 
@@ -136,6 +159,7 @@ def make_chunk(step: Callable, length: int, num_used: int, out_sharding=None) ->
             jnp.full((length, num_used), jnp.nan, dtype),
             jnp.full((length,), jnp.nan, dtype),
             jnp.zeros((length, len(TERMS)), jnp.float32),
+            jnp.full((length,), jnp.nan, jnp.float32),
         )
 
         def body(s, carry):

@@ -67,6 +67,9 @@ class CNFSolution(NamedTuple):
         num_steps: solver steps taken, accepted and rejected (a Tsit5/Dopri5 step costs about
             6 evaluations of the augmented field, each 1 + d jvps (exact) or 1 vjp (Hutchinson)).
         num_accepted_steps: the accepted ones.
+        num_evaluations: evaluations of the augmented field (NFE): for an explicit Runge-Kutta
+            solver of s stages, s per step, or 1 + (s - 1) per step when first-same-as-last
+            (Tsit5, Dopri5: 1 + 6 num_steps); Euler 1 per step; NaN for other solvers.
     """
 
     y: Array
@@ -75,6 +78,19 @@ class CNFSolution(NamedTuple):
     frobenius: Array
     num_steps: Array
     num_accepted_steps: Array
+    num_evaluations: Array
+
+
+def _evaluations(solver, num_steps: Array) -> Array:
+    """Field evaluations of ``num_steps`` steps of ``solver`` (see `CNFSolution`)."""
+    tableau = getattr(solver, "tableau", None)
+    steps = jnp.asarray(num_steps, jnp.float32)
+    if tableau is not None and hasattr(tableau, "c"):
+        stages = len(tableau.c) + 1
+        return 1.0 + (stages - 1) * steps if tableau.fsal else stages * steps
+    if type(solver).__name__ == "Euler":
+        return steps
+    return jnp.full_like(steps, jnp.nan)
 
 
 def _diffrax():
@@ -281,9 +297,16 @@ def cnf(
     def full(params, x, *, context=None, key=None, direction="apply"):
         _choice(direction, ("apply", "inverse"), "direction")
         (y, ld, kin, fro), stats = solve(params, x, context, key, direction, True)
-        return CNFSolution(y, ld, kin, fro, stats["num_steps"], stats["num_accepted_steps"])
+        n = stats["num_steps"]
+        return CNFSolution(y, ld, kin, fro, n, stats["num_accepted_steps"], _evaluations(solver, n))
+
+    def counted(params, x, context=None, key=None):
+        """(f(x), log|det df/dx|, field evaluations): ``apply``'s solve, with its count."""
+        (z, ld), stats = solve(params, x, context, key, "apply", False)
+        return z, ld, _evaluations(solver, stats["num_steps"])
 
     apply._cnf_solve = full  # read by cnf_solve (as make_flow reads _carries_base_params)
+    apply._cnf_counted = counted  # read by fl.fit's "mle" term: the NFE in the history
     return Transform(init, apply, inverse)
 
 
@@ -297,13 +320,14 @@ def cnf_solve(
     int ||dv/dz||_F^2 dt (Finlay et al. 2020) and the number of solver steps. The kinetic and
     Frobenius integrals ride in the same ODE (so its step sizes differ slightly from ``apply``'s).
     vmap it over a batch; under ``jit`` the counts are arrays. ``t`` must be made by `cnf`
-    (for a model: ``flow.transform`` of ``fl.models.cnf`` with a fixed base).
+    (for a model: ``flow.transform`` of ``fl.models.cnf``, on the flow's params, trainable base
+    or not).
     """
     fn = getattr(t.apply, "_cnf_solve", None)
     if fn is None:
         raise ValueError(
             "cnf_solve: expected a transform made by fl.transforms.cnf (or the .transform of "
-            "fl.models.cnf with a fixed base), got another transform"
+            "fl.models.cnf), got another transform"
         )
     return fn(params, x, context=context, key=key, direction=direction)
 
