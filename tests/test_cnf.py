@@ -198,14 +198,23 @@ def test_fit_with_the_rnode_term_shortens_the_paths():
 def test_fit_history_counts_the_field_evaluations(base):
     """fl.fit's history gains "nfe" for a CNF: per step, the mean over the batch rows of
     1 + 6 num_steps (Tsit5, first same as last) of the density solves, which are flow.log_prob's
-    own (loss_mle equals the NLL of those rows); flows without a solver have no "nfe"."""
+    own (loss_mle equals the NLL of those rows); flows without a solver have no "nfe". With a
+    trainable base the objective adds "rnode" (its solve reads the flow's {"transform", "base"})."""
     data = _banana(jax.random.key(0), 256)
     flow = fl.models.cnf(2, (8,), rtol=1e-3, atol=1e-3, base=base)
-    params = flow.init(jax.random.key(1))
-    result = fl.fit(jax.random.key(2), flow, params, data=data, steps=3, batch_size=256,
-                    optimizer=optax.sgd(0.0), progress=False)  # fmt: skip
-    nfe = result.history["nfe"]
+    params = jax.tree.map(  # off the identity (the field starts at zero)
+        lambda p: p + 0.3 * jnp.sin(jnp.arange(p.size).reshape(p.shape)),
+        flow.init(jax.random.key(1)),
+    )
+    objective = "mle" if base is None else {"mle": 1.0, "rnode": 0.1}
+    result = fl.fit(jax.random.key(2), flow, params, objective=objective, data=data, steps=3,
+                    batch_size=256, optimizer=optax.sgd(0.0), progress=False)  # fmt: skip
     sols = jax.vmap(lambda x: T.cnf_solve(flow.transform, params, x))(data)
+    if base is not None:
+        penalty = float(jnp.mean(sols.kinetic + sols.frobenius))
+        assert penalty > 0.01, penalty
+        np.testing.assert_allclose(result.history["loss_rnode"], penalty, rtol=1e-5)
+    nfe = result.history["nfe"]
     chex.assert_trees_all_close(sols.num_evaluations, 1.0 + 6.0 * sols.num_steps)
     assert nfe.shape == (3,) and np.all(nfe >= 7.0), nfe
     # the augmented RNODE solve takes slightly different steps: close, not equal
