@@ -129,6 +129,7 @@ def test_cnf_solve_needs_a_cnf():
         T.cnf_solve(T.affine(), {}, jnp.ones(2))
 
 
+@pytest.mark.slow  # ~12 s
 def test_rnode_loss_adds_the_weighted_integrals_to_the_nll():
     flow = fl.models.cnf(2, (8,), rtol=1e-6, atol=1e-6)
     p = fl.testing.randomize_params(jax.random.key(1), flow.init(jax.random.key(0)), 0.5)
@@ -194,7 +195,9 @@ def test_fit_with_the_rnode_term_shortens_the_paths():
     assert out["rnode"][3] < out["mle"][3], out
 
 
-@pytest.mark.parametrize("base", [None, "diagonal_normal"])
+@pytest.mark.parametrize(
+    "base", [None, pytest.param("diagonal_normal", marks=pytest.mark.slow)]  # ~15 s
+)
 def test_fit_history_counts_the_field_evaluations(base):
     """fl.fit's history gains "nfe" for a CNF: per step, the mean over the batch rows of
     1 + 6 num_steps (Tsit5, first same as last) of the density solves, which are flow.log_prob's
