@@ -2,9 +2,10 @@
 
 A term is ``loss(params, batch, key) -> scalar`` with ``batch`` a `Batch` (rows and context,
 None without data) and ``key`` the step's key; a term marked ``counts_evaluations`` returns
-``(scalar, field evaluations per row)`` instead (a continuous flow's "mle", `counted_mle`). A batch map is ``(key, x) -> x``: dynamic
-binarisation, per-step dequantisation, a fixed preprocess, or the user's own; `chain_batch_maps`
-composes them into one, map i drawing from fold_in(key, i).
+``(scalar, field evaluations per row)`` instead (a continuous flow's "mle", `counted_mle`).
+A batch map is ``(key, x) -> x``: dynamic binarisation, per-step dequantisation, a fixed
+preprocess, or the user's own; `chain_batch_maps` composes them into one, map i drawing from
+fold_in(key, i).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ diffrax (``pip install "flowjax_lab[cnf]"``) is imported inside `cnf` only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -81,16 +82,16 @@ class CNFSolution(NamedTuple):
     num_evaluations: Array
 
 
-def _evaluations(solver, num_steps: Array) -> Array:
-    """Field evaluations of ``num_steps`` steps of ``solver`` (see `CNFSolution`)."""
+def _evaluation_counts(diffrax, solver) -> tuple[float, float]:
+    """(first, per_step): ``solver`` costs first + per_step * num_steps field evaluations (see
+    `CNFSolution`); NaN for a solver whose cost is not known from its tableau."""
     tableau = getattr(solver, "tableau", None)
-    steps = jnp.asarray(num_steps, jnp.float32)
     if tableau is not None and hasattr(tableau, "c"):
         stages = len(tableau.c) + 1
-        return 1.0 + (stages - 1) * steps if tableau.fsal else stages * steps
-    if type(solver).__name__ == "Euler":
-        return steps
-    return jnp.full_like(steps, jnp.nan)
+        return (1.0, stages - 1.0) if tableau.fsal else (0.0, float(stages))
+    if isinstance(solver, diffrax.Euler):
+        return 0.0, 1.0
+    return math.nan, math.nan
 
 
 def _diffrax():
@@ -194,6 +195,10 @@ def cnf(
             raise ValueError(f"cnf: {name} must be > 0, got {tol!r}")
     net = vector_field if vector_field is not None else TimeMLP(tuple(hidden), activation)
     solver = diffrax.Tsit5() if solver is None else solver
+    first_evals, evals_per_step = _evaluation_counts(diffrax, solver)
+
+    def evaluations(num_steps):
+        return first_evals + evals_per_step * jnp.asarray(num_steps, jnp.float32)
     adjoint_ = _adjoint(diffrax, adjoint)
     if steps is None:
         controller, dt0 = diffrax.PIDController(rtol=rtol, atol=atol), None
@@ -298,12 +303,12 @@ def cnf(
         _choice(direction, ("apply", "inverse"), "direction")
         (y, ld, kin, fro), stats = solve(params, x, context, key, direction, True)
         n = stats["num_steps"]
-        return CNFSolution(y, ld, kin, fro, n, stats["num_accepted_steps"], _evaluations(solver, n))
+        return CNFSolution(y, ld, kin, fro, n, stats["num_accepted_steps"], evaluations(n))
 
     def counted(params, x, context=None, key=None):
         """(f(x), log|det df/dx|, field evaluations): ``apply``'s solve, with its count."""
         (z, ld), stats = solve(params, x, context, key, "apply", False)
-        return z, ld, _evaluations(solver, stats["num_steps"])
+        return z, ld, evaluations(stats["num_steps"])
 
     apply._cnf_solve = full  # read by cnf_solve (as make_flow reads _carries_base_params)
     apply._cnf_counted = counted  # read by fl.fit's "mle" term: the NFE in the history
